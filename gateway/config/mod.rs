@@ -1,0 +1,156 @@
+//! The config file: TOML (`raw`) validated into typed runtime settings and a [`Policy`].
+//!
+//! `load` reads and checks everything (certificates included) and either returns a
+//! complete [`Config`] or every problem found, each naming the file, the key path and
+//! the reason. Nothing downstream sees a config string. Relative paths resolve against
+//! the config file's folder.
+
+mod raw;
+mod units;
+mod validate;
+
+pub use units::{parse_duration, parse_size};
+
+use crate::policy::Policy;
+use crate::tls::{CertInfo, MinVersion};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated config: settings for each part of the gateway and the policy snapshot.
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub gateway: GatewaySettings,
+    pub tls: TlsSettings,
+    pub log: LogSettings,
+    pub policy: Policy,
+    /// Accepted but worth a look: plaintext upstreams, self-signed certs.
+    pub warnings: Vec<String>,
+}
+
+pub struct GatewaySettings {
+    /// In every log record (and later in metrics).
+    pub name: String,
+    pub timezone: jiff::tz::TimeZone,
+    pub timezone_name: String,
+    pub state_dir: PathBuf,
+    /// How long a graceful stop waits for in-flight requests before cutting them.
+    pub drain_timeout: Duration,
+}
+
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub min_version: MinVersion,
+    pub handshake_timeout: Duration,
+    /// Loaded and checked key pair (absent only when `check` skips a not-yet-generated cert).
+    pub certified_key: Option<rustls::sign::CertifiedKey>,
+    pub cert_info: Option<CertInfo>,
+    pub self_signed_if_missing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync at least every second.
+    Interval,
+    /// fsync after every batch of records before the batch's senders go on.
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    Refuse,
+    OverwriteOldest,
+}
+
+pub struct LogSettings {
+    pub dir: PathBuf,
+    pub retention_days: u32,
+    pub max_disk: u64,
+    pub max_file: u64,
+    pub sync: SyncMode,
+    pub on_full: OnFull,
+    pub http_requests: bool,
+}
+
+/// Whether loading may write files (the quickstart's self-signed certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `menshen check`: read only; a missing self-signed-if-missing cert is a warning.
+    Check,
+    /// `menshen run`: generate the quickstart certificate when asked and missing.
+    Run,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// Key path, such as `service[1].upstream`; empty for whole-file problems.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Read, parse and validate a config file.
+pub fn load(path: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            reason: format!("cannot read: {e}"),
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let raw = parse(&file, &text)?;
+    validate::validate(raw, path, &base, mode)
+}
+
+/// Parse TOML into the raw structs; a serde error names the key path and line.
+fn parse(file: &str, text: &str) -> Result<raw::RawConfig, ConfigErrors> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
+        let reason = match line {
+            Some(l) => format!("{} (line {l})", inner.message()),
+            None => inner.message().to_string(),
+        };
+        let key = if key == "." { String::new() } else { key };
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            key,
+            reason,
+        }])
+    })
+}

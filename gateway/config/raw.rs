@@ -1,0 +1,112 @@
+//! The config file as written: serde structs that mirror the TOML one to one.
+//!
+//! Nothing here is interpreted; `super::validate` turns these into runtime types.
+//! Every struct denies unknown fields: a misspelled key in a security gateway is an
+//! error, never a silent default.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub gateway: RawGateway,
+    pub tls: RawTls,
+    #[serde(default)]
+    pub log: RawLog,
+    /// Named sets of CIDRs; `blocked` is special (refused first, everywhere).
+    #[serde(default)]
+    pub ip_sets: BTreeMap<String, Vec<String>>,
+    /// Networks of each zone; `wan` is implicit (everything not listed).
+    #[serde(default)]
+    pub zones: BTreeMap<String, Vec<String>>,
+    #[serde(default, rename = "zone_rule")]
+    pub zone_rules: Vec<RawZoneRule>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub name: String,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+    /// How long a graceful stop waits for in-flight requests.
+    pub drain_timeout: Option<String>,
+}
+
+fn default_timezone() -> String {
+    "Asia/Taipei".into()
+}
+
+fn default_state_dir() -> String {
+    "state".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub min_version: Option<String>,
+    pub handshake_timeout: Option<String>,
+    /// Generate a self-signed cert into `state_dir` when cert/key are missing
+    /// (quickstart only; a loud warning at start).
+    #[serde(default)]
+    pub self_signed_if_missing: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub dir: Option<String>,
+    pub retention_days: Option<i64>,
+    pub max_disk: Option<String>,
+    pub max_file: Option<String>,
+    pub sync: Option<String>,
+    pub on_full: Option<String>,
+    pub http_requests: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZoneRule {
+    pub from: String,
+    pub to: String,
+    pub access: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub bind: String,
+    pub zone: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    pub listener: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub upstream: String,
+    pub zone: String,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    pub window_max: Option<String>,
+    pub idle_timeout: Option<String>,
+    /// PEM CA bundle that verifies an `https://` upstream instead of the system roots.
+    pub upstream_ca: Option<String>,
+    /// Name checked in the upstream's certificate (default: the upstream URL's host).
+    pub upstream_server_name: Option<String>,
+    /// How long to wait for the upstream's response headers.
+    pub upstream_timeout: Option<String>,
+}

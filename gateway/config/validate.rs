@@ -1,0 +1,723 @@
+//! Raw config -> runtime [`Config`]. Collects every problem instead of stopping at the
+//! first, so `menshen check` shows the admin the whole list at once.
+
+use super::raw::{RawConfig, RawService};
+use super::units::{parse_duration, parse_size};
+use super::*;
+use crate::policy::{Access, IpSet, Listener, ListenerKind, Policy, Service, Zone, WAN};
+use crate::proxy::Upstream;
+use crate::tls;
+use ipnet::IpNet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Logs must be kept at least six months (HL-1.4(8)3).
+pub const MIN_RETENTION_DAYS: i64 = 180;
+
+struct Ctx {
+    file: String,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+}
+
+impl Ctx {
+    fn err(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn warn(&mut self, key: &str, reason: impl fmt::Display) {
+        self.warnings
+            .push(format!("{}: {key}: {reason}", self.file));
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn duration(&mut self, key: &str, v: Option<&str>, default: Duration) -> Duration {
+        match v.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.err(key, e);
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, key: &str, v: Option<&str>, default: u64) -> u64 {
+        match v.map(parse_size) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.err(key, e);
+                default
+            }
+        }
+    }
+
+    /// Parse a list of CIDRs (a bare address means /32 or /128).
+    fn cidrs(&mut self, key: &str, list: &[String]) -> Vec<IpNet> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, s) in list.iter().enumerate() {
+            match parse_cidr(s) {
+                Ok(n) => out.push(n),
+                Err(e) => self.err(format!("{key}[{i}]"), e),
+            }
+        }
+        out
+    }
+}
+
+/// A CIDR such as `192.168.10.0/24` or `2001:db8::/56`, or a bare address.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<IpNet>() {
+        if n.trunc() != n {
+            return Err(format!(
+                "{s:?} has host bits set (did you mean {}?)",
+                n.trunc()
+            ));
+        }
+        return Ok(n);
+    }
+    t.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{s:?} is not a CIDR or IP address"))
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn valid_host(s: &str) -> bool {
+    let s = s.strip_prefix("*.").unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    path: &Path,
+    base: &Path,
+    mode: Mode,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx {
+        file: path.display().to_string(),
+        base: base.to_path_buf(),
+        errors: vec![],
+        warnings: vec![],
+    };
+
+    // [gateway]
+    if !valid_name(&raw.gateway.name) {
+        cx.err(
+            "gateway.name",
+            format!(
+                "{:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                raw.gateway.name
+            ),
+        );
+    }
+    let timezone = match jiff::tz::TimeZone::get(&raw.gateway.timezone) {
+        Ok(tz) => tz,
+        Err(_) => {
+            cx.err(
+                "gateway.timezone",
+                format!(
+                    "{:?} is not a known IANA time zone (e.g. \"Asia/Taipei\")",
+                    raw.gateway.timezone
+                ),
+            );
+            jiff::tz::TimeZone::UTC
+        }
+    };
+    let gateway = GatewaySettings {
+        name: raw.gateway.name.clone(),
+        timezone,
+        timezone_name: raw.gateway.timezone.clone(),
+        state_dir: cx.path(&raw.gateway.state_dir),
+        drain_timeout: cx.duration(
+            "gateway.drain_timeout",
+            raw.gateway.drain_timeout.as_deref(),
+            Duration::from_secs(30),
+        ),
+    };
+
+    // [tls]
+    let tls = validate_tls(&mut cx, &raw, &gateway, mode);
+
+    // [log]
+    let log = validate_log(&mut cx, &raw);
+
+    // [ip_sets]
+    let mut sets: HashMap<&str, IpSet> = HashMap::new();
+    for (name, list) in &raw.ip_sets {
+        if !valid_name(name) {
+            cx.err(
+                format!("ip_sets.{name}"),
+                "set names are 1-64 letters, digits, '-', '_' or '.'",
+            );
+        }
+        let nets = cx.cidrs(&format!("ip_sets.{name}"), list);
+        sets.insert(name.as_str(), IpSet::new(&nets));
+    }
+    let blocked = sets.get("blocked").cloned().unwrap_or_default();
+
+    // [zones]
+    let mut zones = vec![Zone {
+        name: "wan".into(),
+        networks: IpSet::default(),
+    }];
+    let mut zone_nets: Vec<(String, Vec<IpNet>)> = Vec::new();
+    for (name, list) in &raw.zones {
+        if name == "wan" {
+            cx.err(
+                "zones.wan",
+                "`wan` is everything not in another zone; it takes no networks",
+            );
+            continue;
+        }
+        if !valid_name(name) {
+            cx.err(
+                format!("zones.{name}"),
+                "zone names are 1-64 letters, digits, '-', '_' or '.'",
+            );
+        }
+        let nets = cx.cidrs(&format!("zones.{name}"), list);
+        for (other, onets) in &zone_nets {
+            if let Some((a, b)) = nets.iter().find_map(|a| {
+                onets
+                    .iter()
+                    .find(|b| a.contains(*b) || b.contains(a))
+                    .map(|b| (a, b))
+            }) {
+                cx.err(
+                    format!("zones.{name}"),
+                    format!("{a} overlaps {b} of zone {other:?}: a host lives in one zone"),
+                );
+            }
+        }
+        zones.push(Zone {
+            name: name.clone(),
+            networks: IpSet::new(&nets),
+        });
+        zone_nets.push((name.clone(), nets));
+    }
+    let zone_id = |name: &str| zones.iter().position(|z| z.name == name);
+
+    // [[zone_rule]]
+    let mut rules = Vec::new();
+    let mut seen_pairs = HashSet::new();
+    for (i, r) in raw.zone_rules.iter().enumerate() {
+        let key = format!("zone_rule[{i}]");
+        let from = zone_id(&r.from);
+        let to = zone_id(&r.to);
+        if from.is_none() {
+            cx.err(
+                format!("{key}.from"),
+                format!("unknown zone {:?} (zones: {})", r.from, names(&zones)),
+            );
+        }
+        if to.is_none() {
+            cx.err(
+                format!("{key}.to"),
+                format!("unknown zone {:?} (zones: {})", r.to, names(&zones)),
+            );
+        }
+        let access = match r.access.as_str() {
+            "allow" => Some(Access::Allow),
+            "window" => Some(Access::Window),
+            "deny" => Some(Access::Deny),
+            other => {
+                cx.err(
+                    format!("{key}.access"),
+                    format!("{other:?} must be \"allow\", \"window\" or \"deny\""),
+                );
+                None
+            }
+        };
+        if let (Some(f), Some(t), Some(a)) = (from, to, access) {
+            if !seen_pairs.insert((f, t)) {
+                cx.err(key, format!("duplicate rule for {} -> {}", r.from, r.to));
+            } else {
+                rules.push((f, t, a));
+            }
+        }
+    }
+    let access_of = |f, t| {
+        rules
+            .iter()
+            .find(|r| r.0 == f && r.1 == t)
+            .map(|r| r.2)
+            .unwrap_or(Access::Deny)
+    };
+
+    // [[listener]]
+    let mut listeners: Vec<Listener> = Vec::new();
+    let mut binds = HashMap::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let key = format!("listener[{i}]");
+        if !valid_name(&l.name) {
+            cx.err(
+                format!("{key}.name"),
+                format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", l.name),
+            );
+        }
+        if listeners.iter().any(|x| x.name == l.name) {
+            cx.err(
+                format!("{key}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            );
+        }
+        let bind = match l.bind.parse::<SocketAddr>() {
+            Ok(b) => {
+                if let Some(prev) = binds.insert(b, l.name.clone()) {
+                    cx.err(
+                        format!("{key}.bind"),
+                        format!("{b} is already the bind of listener {prev:?}"),
+                    );
+                }
+                b
+            }
+            Err(_) => {
+                cx.err(
+                    format!("{key}.bind"),
+                    format!(
+                        "{:?} is not an address:port (e.g. \"0.0.0.0:443\", \"[::]:443\")",
+                        l.bind
+                    ),
+                );
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            }
+        };
+        let zone = zone_id(&l.zone).unwrap_or_else(|| {
+            cx.err(
+                format!("{key}.zone"),
+                format!("unknown zone {:?} (zones: {})", l.zone, names(&zones)),
+            );
+            WAN
+        });
+        let kind = match l.kind.as_str() {
+            "https" => ListenerKind::Https,
+            "tcp" => {
+                cx.err(
+                    format!("{key}.kind"),
+                    "\"tcp\" listeners are not supported by this version yet",
+                );
+                ListenerKind::Https
+            }
+            other => {
+                cx.err(
+                    format!("{key}.kind"),
+                    format!("{other:?} must be \"https\""),
+                );
+                ListenerKind::Https
+            }
+        };
+        listeners.push(Listener {
+            name: l.name.clone(),
+            bind,
+            zone,
+            kind,
+        });
+    }
+
+    // [[service]]
+    let mut roots_cache: HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>> = HashMap::new();
+    let mut services: Vec<Service> = Vec::new();
+    let mut routes: HashMap<(usize, String), String> = HashMap::new();
+    for (i, s) in raw.services.iter().enumerate() {
+        if let Some(svc) = validate_service(
+            &mut cx,
+            i,
+            s,
+            &listeners,
+            &zones,
+            &sets,
+            &access_of,
+            &mut roots_cache,
+            &mut routes,
+        ) {
+            if services.iter().any(|x| x.name == svc.name) {
+                cx.err(
+                    format!("service[{i}].name"),
+                    format!("duplicate service name {:?}", svc.name),
+                );
+            }
+            services.push(svc);
+        }
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(ConfigErrors(cx.errors));
+    }
+    let policy = Policy::new(zones, listeners, services, blocked, &rules);
+    Ok(Config {
+        path: path.to_path_buf(),
+        gateway,
+        tls,
+        log,
+        policy,
+        warnings: cx.warnings,
+    })
+}
+
+fn names(zones: &[Zone]) -> String {
+    zones
+        .iter()
+        .map(|z| z.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn validate_tls(
+    cx: &mut Ctx,
+    raw: &RawConfig,
+    gateway: &GatewaySettings,
+    mode: Mode,
+) -> TlsSettings {
+    let min_version = match raw.tls.min_version.as_deref() {
+        None | Some("1.2") => MinVersion::Tls12,
+        Some("1.3") => MinVersion::Tls13,
+        Some(v @ ("1.0" | "1.1" | "1" | "ssl3")) => {
+            cx.err("tls.min_version", format!("TLS {v} is refused: maintenance traffic needs TLS 1.2 or newer (MOE-18); use \"1.2\" or \"1.3\""));
+            MinVersion::Tls12
+        }
+        Some(v) => {
+            cx.err(
+                "tls.min_version",
+                format!("{v:?} must be \"1.2\" or \"1.3\""),
+            );
+            MinVersion::Tls12
+        }
+    };
+    let handshake_timeout = cx.duration(
+        "tls.handshake_timeout",
+        raw.tls.handshake_timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let cert = cx.path(&raw.tls.cert);
+    let key = cx.path(&raw.tls.key);
+    let mut settings = TlsSettings {
+        cert: cert.clone(),
+        key: key.clone(),
+        min_version,
+        handshake_timeout,
+        certified_key: None,
+        cert_info: None,
+        self_signed_if_missing: raw.tls.self_signed_if_missing,
+    };
+    let missing = !cert.exists() && !key.exists();
+    if missing && raw.tls.self_signed_if_missing {
+        if mode == Mode::Check {
+            cx.warn(
+                "tls.cert",
+                format!(
+                    "{} does not exist yet; `menshen run` will generate a self-signed certificate",
+                    cert.display()
+                ),
+            );
+            return settings;
+        }
+        let names = vec!["localhost".to_string(), gateway.name.clone()];
+        if let Err(e) = tls::generate_self_signed(&cert, &key, names) {
+            cx.err("tls.cert", e.to_string());
+            return settings;
+        }
+        tracing::warn!(cert = %cert.display(), "GENERATED A SELF-SIGNED CERTIFICATE: clients cannot verify this gateway; install a real certificate before production use");
+    }
+    match tls::load_certified_key(&cert, &key) {
+        Ok((ck, info)) => {
+            if info.self_signed {
+                cx.warn(
+                    "tls.cert",
+                    format!(
+                        "{} is self-signed ({}): clients cannot verify it",
+                        cert.display(),
+                        info.subject
+                    ),
+                );
+            }
+            settings.certified_key = Some(ck);
+            settings.cert_info = Some(info);
+        }
+        Err(e) => {
+            let key_name = if e.to_string().starts_with(&key.display().to_string()) {
+                "tls.key"
+            } else {
+                "tls.cert"
+            };
+            cx.err(key_name, e.to_string());
+        }
+    }
+    settings
+}
+
+fn validate_log(cx: &mut Ctx, raw: &RawConfig) -> LogSettings {
+    let l = &raw.log;
+    let retention = l.retention_days.unwrap_or(MIN_RETENTION_DAYS);
+    if retention < MIN_RETENTION_DAYS {
+        cx.err("log.retention_days", format!("{retention} is under {MIN_RETENTION_DAYS}: core systems keep logs at least 6 months (HL-1.4(8)3)"));
+    }
+    let sync = match l.sync.as_deref() {
+        None | Some("interval") => SyncMode::Interval,
+        Some("always") => SyncMode::Always,
+        Some(o) => {
+            cx.err(
+                "log.sync",
+                format!("{o:?} must be \"interval\" or \"always\""),
+            );
+            SyncMode::Interval
+        }
+    };
+    let on_full = match l.on_full.as_deref() {
+        None | Some("refuse") => OnFull::Refuse,
+        Some("overwrite-oldest") => OnFull::OverwriteOldest,
+        Some(o) => {
+            cx.err(
+                "log.on_full",
+                format!("{o:?} must be \"refuse\" or \"overwrite-oldest\""),
+            );
+            OnFull::Refuse
+        }
+    };
+    let max_disk = cx.size("log.max_disk", l.max_disk.as_deref(), 20 << 30);
+    let max_file = cx.size("log.max_file", l.max_file.as_deref(), 256 << 20);
+    if max_file > max_disk {
+        cx.err("log.max_file", "is larger than log.max_disk");
+    }
+    LogSettings {
+        dir: cx.path(l.dir.as_deref().unwrap_or("log")),
+        retention_days: u32::try_from(retention.max(0)).unwrap_or(u32::MAX),
+        max_disk,
+        max_file,
+        sync,
+        on_full,
+        http_requests: l.http_requests.unwrap_or(true),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_service(
+    cx: &mut Ctx,
+    i: usize,
+    s: &RawService,
+    listeners: &[Listener],
+    zones: &[Zone],
+    sets: &HashMap<&str, IpSet>,
+    access_of: &dyn Fn(usize, usize) -> Access,
+    roots_cache: &mut HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>,
+    routes: &mut HashMap<(usize, String), String>,
+) -> Option<Service> {
+    let key = format!("service[{i}]");
+    let errors_before = cx.errors.len();
+    if !valid_name(&s.name) {
+        cx.err(
+            format!("{key}.name"),
+            format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", s.name),
+        );
+    }
+    let listener = listeners.iter().position(|l| l.name == s.listener);
+    if listener.is_none() {
+        let known: Vec<_> = listeners.iter().map(|l| l.name.as_str()).collect();
+        cx.err(
+            format!("{key}.listener"),
+            format!(
+                "unknown listener {:?} (listeners: {})",
+                s.listener,
+                known.join(", ")
+            ),
+        );
+    }
+    if s.hosts.is_empty() {
+        cx.err(
+            format!("{key}.hosts"),
+            "an https service needs at least one host name (SNI and Host must match it)",
+        );
+    }
+    let mut hosts = Vec::new();
+    for (j, h) in s.hosts.iter().enumerate() {
+        let h = h.trim_end_matches('.').to_ascii_lowercase();
+        if !valid_host(&h) {
+            cx.err(
+                format!("{key}.hosts[{j}]"),
+                format!("{h:?} is not a DNS host name"),
+            );
+            continue;
+        }
+        if let Some(l) = listener {
+            if let Some(prev) = routes.insert((l, h.clone()), s.name.clone()) {
+                cx.err(
+                    format!("{key}.hosts[{j}]"),
+                    format!(
+                        "{h:?} on listener {:?} is already routed to service {prev:?}",
+                        s.listener
+                    ),
+                );
+            }
+        }
+        hosts.push(h);
+    }
+    let zone = zones.iter().position(|z| z.name == s.zone);
+    if zone.is_none() {
+        cx.err(
+            format!("{key}.zone"),
+            format!("unknown zone {:?} (zones: {})", s.zone, names(zones)),
+        );
+    }
+    if let (Some(l), Some(z)) = (listener, zone) {
+        let from = &zones[listeners[l].zone].name;
+        match access_of(listeners[l].zone, z) {
+            Access::Deny => cx.err(
+                format!("{key}.zone"),
+                format!("the zone rule {from} -> {} is deny (or unlisted): listener {:?} may not reach zone {:?}", s.zone, s.listener, s.zone),
+            ),
+            Access::Window if s.window_max.is_none() => cx.warn(
+                &format!("{key}.window_max"),
+                format!("zone rule {from} -> {} is window-only but service {:?} has no window_max: nobody can reach it", s.zone, s.name),
+            ),
+            _ => {}
+        }
+    }
+
+    let mut allow = IpSet::default();
+    for (j, a) in s.allow.iter().enumerate() {
+        if a == "blocked" {
+            cx.err(
+                format!("{key}.allow[{j}]"),
+                "the `blocked` set cannot be allowed",
+            );
+        } else if let Some(set) = sets.get(a.as_str()) {
+            allow = allow.union(set);
+        } else if a.contains('/') || a.parse::<std::net::IpAddr>().is_ok() {
+            match parse_cidr(a) {
+                Ok(n) => allow = allow.union(&IpSet::new(&[n])),
+                Err(e) => cx.err(format!("{key}.allow[{j}]"), e),
+            }
+        } else {
+            let known: Vec<_> = sets.keys().copied().collect();
+            cx.err(
+                format!("{key}.allow[{j}]"),
+                format!("unknown ip set {a:?} (sets: {})", known.join(", ")),
+            );
+        }
+    }
+
+    let window_max = s
+        .window_max
+        .as_deref()
+        .map(|w| cx.duration(&format!("{key}.window_max"), Some(w), Duration::ZERO));
+    let idle_timeout = cx.duration(
+        &format!("{key}.idle_timeout"),
+        s.idle_timeout.as_deref(),
+        Duration::from_secs(15 * 60),
+    );
+    let upstream_timeout = cx.duration(
+        &format!("{key}.upstream_timeout"),
+        s.upstream_timeout.as_deref(),
+        Duration::from_secs(60),
+    );
+
+    let ca = s.upstream_ca.as_deref().map(|p| cx.path(p));
+    let tls_cfg = match roots_cache.get(&ca) {
+        Some(c) => Some(c.clone()),
+        None => match tls::upstream_roots(ca.as_deref()).and_then(tls::upstream_client_config) {
+            Ok(c) => {
+                roots_cache.insert(ca.clone(), c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                cx.err(format!("{key}.upstream_ca"), e.to_string());
+                None
+            }
+        },
+    };
+    let server_name = match s
+        .upstream_server_name
+        .as_deref()
+        .map(rustls::pki_types::ServerName::try_from)
+    {
+        None => None,
+        Some(Ok(n)) => Some(n.to_owned()),
+        Some(Err(_)) => {
+            cx.err(
+                format!("{key}.upstream_server_name"),
+                "is not a DNS name or IP address",
+            );
+            None
+        }
+    };
+    let upstream = match tls_cfg.map(|t| Upstream::new(&s.upstream, t, server_name)) {
+        Some(Ok(u)) => Some(u),
+        Some(Err(e)) => {
+            cx.err(format!("{key}.upstream"), format!("{:?} {e}", s.upstream));
+            None
+        }
+        None => None,
+    };
+    if let Some(u) = &upstream {
+        if u.scheme == crate::proxy::Scheme::Http {
+            cx.warn(&format!("{key}.upstream"), format!("{:?} is plaintext: traffic from the gateway to service {:?} is not encrypted (KL-玖.二.(四))", s.upstream, s.name));
+        }
+        if s.upstream_ca.is_some() && u.scheme == crate::proxy::Scheme::Http {
+            cx.err(
+                format!("{key}.upstream_ca"),
+                "only applies to https:// upstreams",
+            );
+        }
+        if let (Some(ip), Some(z)) = (u.ip, zone) {
+            let actual = zones
+                .iter()
+                .position(|zn| zn.networks.contains(ip))
+                .unwrap_or(WAN);
+            let has_networks = zones.iter().any(|zn| !zn.networks.is_empty());
+            if has_networks && actual != z {
+                cx.err(
+                    format!("{key}.zone"),
+                    format!(
+                        "upstream address {ip} is in zone {:?}, not {:?}",
+                        zones[actual].name, s.zone
+                    ),
+                );
+            }
+        }
+    }
+
+    if cx.errors.len() > errors_before {
+        return None;
+    }
+    Some(Service {
+        name: s.name.clone(),
+        listener: listener?,
+        hosts,
+        upstream: Arc::new(upstream?),
+        zone: zone?,
+        allow,
+        allow_sources: s.allow.clone(),
+        window_max,
+        idle_timeout,
+        upstream_timeout,
+    })
+}

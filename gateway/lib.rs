@@ -1,0 +1,15 @@
+//! Menshen: an access gateway for maintenance and admin interfaces.
+//!
+//! See `DESIGN.md` for the architecture; each module opens with its job.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod listener;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod tls;

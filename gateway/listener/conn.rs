@@ -1,0 +1,423 @@
+//! One client connection: admit, sniff, read the ClientHello, decide, handshake, serve.
+
+use super::io::{ByteCounts, Counted};
+use super::Shared;
+use crate::audit::{ConnClose, ConnOpen, Event};
+use crate::policy::{self, Decision, ListenerId, Policy, Reason};
+use crate::proxy;
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+/// Why an allowed connection ended; the names are the log's `close_reason` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    Client = 1,
+    Upstream,
+    Idle,
+    WindowEnded,
+    Blocked,
+    Reload,
+    Shutdown,
+    Error,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Upstream => "upstream",
+            CloseReason::Idle => "idle",
+            CloseReason::WindowEnded => "window-ended",
+            CloseReason::Blocked => "blocked",
+            CloseReason::Reload => "reload",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Error => "error",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            2 => CloseReason::Upstream,
+            3 => CloseReason::Idle,
+            4 => CloseReason::WindowEnded,
+            5 => CloseReason::Blocked,
+            6 => CloseReason::Reload,
+            7 => CloseReason::Shutdown,
+            8 => CloseReason::Error,
+            _ => CloseReason::Client,
+        }
+    }
+}
+
+/// The client side of a connection, as the log names it.
+#[derive(Debug, Clone)]
+struct Peer {
+    conn: u64,
+    src: IpAddr,
+    src_port: u16,
+    dst: SocketAddr,
+}
+
+/// An allowed connection. Dropping the last reference writes `conn.close`, so the
+/// record is written on every exit path, upgraded streams included.
+pub struct ConnRecord {
+    pub conn: u64,
+    pub listener: String,
+    pub service: String,
+    pub src: IpAddr,
+    pub src_port: u16,
+    start: jiff::Timestamp,
+    started: Instant,
+    pub counts: Arc<ByteCounts>,
+    /// The first reason set wins; unset means the client closed.
+    close_reason: AtomicU8,
+    /// The upstream's address, once a request has reached it.
+    pub upstream: OnceLock<SocketAddr>,
+    shared: Arc<Shared>,
+}
+
+impl ConnRecord {
+    pub fn set_close_reason(&self, r: CloseReason) {
+        let _ =
+            self.close_reason
+                .compare_exchange(0, r as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for ConnRecord {
+    fn drop(&mut self) {
+        let end = jiff::Timestamp::now();
+        let m = &self.shared.metrics;
+        m.connections_active
+            .with_label_values(&[&self.listener, &self.service])
+            .dec();
+        let bytes_in = self.counts.read.load(Ordering::Relaxed);
+        let bytes_out = self.counts.written.load(Ordering::Relaxed);
+        m.bytes
+            .with_label_values(&[&self.service, "in"])
+            .inc_by(bytes_in);
+        m.bytes
+            .with_label_values(&[&self.service, "out"])
+            .inc_by(bytes_out);
+        let upstream = self.upstream.get();
+        self.shared.log.record_detached(Event::ConnClose(ConnClose {
+            conn: self.conn,
+            listener: self.listener.clone(),
+            service: Some(self.service.clone()),
+            src_ip: self.src,
+            src_port: self.src_port,
+            start: self.shared.log.format_ts(self.start),
+            end: self.shared.log.format_ts(end),
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_in,
+            bytes_out,
+            close_reason: CloseReason::from_u8(self.close_reason.load(Ordering::Relaxed)).as_str(),
+            upstream_ip: upstream.map(|a| a.ip()),
+            upstream_port: upstream.map(|a| a.port()),
+        }));
+    }
+}
+
+/// What the pre-serve phases learned, for the `conn.open` record.
+#[derive(Default)]
+struct Hello {
+    proto: &'static str,
+    sni: Option<String>,
+    tls_version: Option<&'static str>,
+}
+
+pub(super) async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    lid: ListenerId,
+    shared: Arc<Shared>,
+) {
+    let _ = stream.set_nodelay(true);
+    let policy = shared.policy.load_full();
+    let peer = Peer {
+        conn: shared.next_conn_id(),
+        src: policy::normalize(peer.ip()),
+        src_port: peer.port(),
+        dst: stream.local_addr().unwrap_or(peer),
+    };
+    let zone_from = policy.listeners[lid].zone;
+
+    // Phase admit: a blocked source is refused before a byte is read.
+    if policy.blocked.contains(peer.src) {
+        let hello = Hello {
+            proto: "tcp",
+            ..Hello::default()
+        };
+        return record_open(
+            &shared,
+            &policy,
+            lid,
+            &peer,
+            &hello,
+            &Decision::deny(zone_from, Reason::Blocked),
+        )
+        .await;
+    }
+
+    let counts = Arc::new(ByteCounts::default());
+    let mut hello = Hello {
+        proto: "tls",
+        ..Hello::default()
+    };
+    let outcome = tokio::time::timeout(
+        shared.handshake_timeout,
+        handshake(
+            stream,
+            counts.clone(),
+            &shared,
+            &policy,
+            lid,
+            &peer,
+            &mut hello,
+        ),
+    )
+    .await
+    .unwrap_or(Err(Decision::deny(zone_from, Reason::TlsHandshake)));
+    let (tls, decision) = match outcome {
+        Ok(ok) => ok,
+        Err(denied) => {
+            if matches!(denied.reason, Reason::TlsHandshake | Reason::TlsVersion) {
+                let name = &policy.listeners[lid].name;
+                shared
+                    .metrics
+                    .tls_handshake_failures
+                    .with_label_values(&[name, denied.reason.as_str()])
+                    .inc();
+            }
+            return record_open(&shared, &policy, lid, &peer, &hello, &denied).await;
+        }
+    };
+    record_open(&shared, &policy, lid, &peer, &hello, &decision).await;
+    let Some(service_id) = decision.service else {
+        return;
+    };
+    let service = &policy.services[service_id];
+    let listener_name = policy.listeners[lid].name.clone();
+    shared
+        .metrics
+        .connections_active
+        .with_label_values(&[&listener_name, &service.name])
+        .inc();
+    let record = Arc::new(ConnRecord {
+        conn: peer.conn,
+        listener: listener_name,
+        service: service.name.clone(),
+        src: peer.src,
+        src_port: peer.src_port,
+        start: jiff::Timestamp::now(),
+        started: Instant::now(),
+        counts,
+        close_reason: AtomicU8::new(0),
+        upstream: OnceLock::new(),
+        shared: shared.clone(),
+    });
+    serve(tls, record, policy.clone(), service_id).await;
+}
+
+/// Phases sniff, hello, decide and handshake. On refusal, the decision to log.
+async fn handshake(
+    stream: TcpStream,
+    counts: Arc<ByteCounts>,
+    shared: &Shared,
+    policy: &Policy,
+    lid: ListenerId,
+    peer: &Peer,
+    hello: &mut Hello,
+) -> Result<(TlsStream<Counted<TcpStream>>, Decision), Decision> {
+    let zone_from = policy.listeners[lid].zone;
+    let deny = |reason| Decision::deny(zone_from, reason);
+
+    // Sniff: a TLS connection starts with a handshake record (0x16). The same peek
+    // usually holds the ClientHello's `client_version` (bytes 9-10): below 0x0303 the
+    // client cannot speak TLS 1.2, whatever rustls then complains about.
+    let mut head = [0u8; 11];
+    let old_version = match stream.peek(&mut head).await {
+        Ok(n) if n >= 1 && head[0] != 0x16 => {
+            hello.proto = "plain";
+            return Err(deny(Reason::TlsRequired));
+        }
+        Ok(n) if n >= 1 => {
+            n == head.len() && head[5] == 0x01 && u16::from_be_bytes([head[9], head[10]]) < 0x0303
+        }
+        _ => return Err(deny(Reason::TlsHandshake)),
+    };
+    let version_or = |e: &std::io::Error| {
+        if old_version {
+            Reason::TlsVersion
+        } else {
+            classify_tls_error(e)
+        }
+    };
+
+    let start = LazyConfigAcceptor::new(
+        rustls::server::Acceptor::default(),
+        Counted::new(stream, counts),
+    )
+    .await
+    .map_err(|e| {
+        tracing::debug!(error = ?e, "client hello refused");
+        deny(version_or(&e))
+    })?;
+    hello.sni = start.client_hello().server_name().map(str::to_owned);
+
+    let decision = policy::decide(
+        policy,
+        &policy::ConnInfo {
+            listener: lid,
+            src: peer.src,
+            sni: hello.sni.as_deref(),
+        },
+        jiff::Timestamp::now(),
+    );
+    if !decision.allowed() {
+        return Err(decision);
+    }
+    let tls = start
+        .into_stream(shared.tls.clone())
+        .await
+        .map_err(|e| Decision {
+            action: policy::Action::Deny,
+            reason: version_or(&e),
+            ..decision
+        })?;
+    hello.tls_version = tls.get_ref().1.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "other",
+    });
+    Ok((tls, decision))
+}
+
+/// A refused TLS version is `tls-version`; anything else failing in the handshake is
+/// `tls-handshake`.
+fn classify_tls_error(e: &std::io::Error) -> Reason {
+    use rustls::{Error as E, PeerIncompatible as P};
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(E::PeerIncompatible(
+            P::Tls12NotOffered
+            | P::Tls12NotOfferedOrEnabled
+            | P::SupportedVersionsExtensionRequired
+            | P::ServerDoesNotSupportTls12Or13,
+        )) => Reason::TlsVersion,
+        _ => Reason::TlsHandshake,
+    }
+}
+
+async fn record_open(
+    shared: &Shared,
+    policy: &Policy,
+    lid: ListenerId,
+    peer: &Peer,
+    hello: &Hello,
+    d: &Decision,
+) {
+    let listener = &policy.listeners[lid].name;
+    let service = d.service.map(|s| policy.services[s].name.clone());
+    shared
+        .metrics
+        .connections
+        .with_label_values(&[
+            listener,
+            service.as_deref().unwrap_or(""),
+            d.action.as_str(),
+            d.reason.as_str(),
+        ])
+        .inc();
+    shared
+        .log
+        .record(Event::ConnOpen(ConnOpen {
+            conn: peer.conn,
+            listener: listener.clone(),
+            proto: hello.proto,
+            src_ip: peer.src,
+            src_port: peer.src_port,
+            dst_ip: policy::normalize(peer.dst.ip()),
+            dst_port: peer.dst.port(),
+            service,
+            zone_from: policy.zones[d.zone_from].name.clone(),
+            zone_to: d.zone_to.map(|z| policy.zones[z].name.clone()),
+            action: d.action.as_str(),
+            reason: d.reason.as_str(),
+            window: None,
+            identity: None,
+            tls_version: hello.tls_version,
+            sni: hello.sni.clone(),
+        }))
+        .await;
+}
+
+/// Phase serve: HTTP over the TLS stream until the client leaves, the connection idles
+/// out, or shutdown asks it to finish (gracefully first, then cut).
+async fn serve(
+    tls: TlsStream<Counted<TcpStream>>,
+    record: Arc<ConnRecord>,
+    policy: Arc<Policy>,
+    service_id: policy::ServiceId,
+) {
+    let shared = record.shared().clone();
+    let idle = policy.services[service_id].idle_timeout;
+    let handler = proxy::http::Handler::new(record.clone(), policy, service_id);
+    let svc = hyper::service::service_fn(move |req| handler.clone().handle(req));
+    let conn = shared
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+
+    // Idle: no byte in either direction for `idle`; checked a few times per period.
+    let check_every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    let mut last_total = record.counts.total();
+    let mut quiet_since = Instant::now();
+    let mut ticker = tokio::time::interval(check_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(conn = record.conn, error = %e, "connection ended with an error");
+                }
+                if draining {
+                    record.set_close_reason(CloseReason::Shutdown);
+                }
+                break;
+            }
+            _ = shared.draining.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = shared.stop_now.cancelled() => {
+                record.set_close_reason(CloseReason::Shutdown);
+                break;
+            }
+            _ = ticker.tick() => {
+                let total = record.counts.total();
+                if total != last_total {
+                    last_total = total;
+                    quiet_since = Instant::now();
+                } else if quiet_since.elapsed() >= idle {
+                    record.set_close_reason(CloseReason::Idle);
+                    break;
+                }
+            }
+        }
+    }
+}

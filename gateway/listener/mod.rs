@@ -1,0 +1,124 @@
+//! Accept loops and the life of one client connection, in named phases:
+//!
+//! ```text
+//! admit (blocked?) ─▶ sniff (TLS record?) ─▶ hello (SNI) ─▶ decide ─▶ handshake ─▶ serve
+//!   deny: blocked      deny: tls-required      no-route…      deny      tls-version     conn.close
+//! ```
+//! Every exit writes `conn.open` (denials included); an allowed connection writes
+//! `conn.close` when its [`ConnRecord`] drops, whatever path it leaves by.
+
+mod conn;
+pub mod io;
+
+pub use conn::{CloseReason, ConnRecord};
+
+use crate::audit::AuditLog;
+use crate::metrics::Metrics;
+use crate::policy::{ListenerId, Policy};
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Limits on what a client may send; documented in the README.
+pub mod limits {
+    use std::time::Duration;
+    /// Time for a client to send a request's headers.
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// HTTP/1.1: the largest request head (request line + headers) in bytes.
+    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+    /// HTTP/1.1: the most headers in one request.
+    pub const MAX_HEADERS: usize = 100;
+    /// HTTP/2: the largest decoded header list in bytes.
+    pub const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+    /// HTTP/2: streams open at once on one connection.
+    pub const H2_MAX_STREAMS: u32 = 100;
+}
+
+/// State every connection task shares. Built once at start.
+pub struct Shared {
+    /// The decision state; swapped whole, never edited.
+    pub policy: ArcSwap<Policy>,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub log: AuditLog,
+    pub metrics: Arc<Metrics>,
+    /// The HTTP server settings (limits, timer) shared by all connections.
+    pub http: auto::Builder<TokioExecutor>,
+    pub handshake_timeout: Duration,
+    pub log_http_requests: bool,
+    /// Cancelled at shutdown: stop accepting, finish in-flight requests.
+    pub draining: CancellationToken,
+    /// Cancelled when the drain deadline passes: cut what is left.
+    pub stop_now: CancellationToken,
+    /// Every connection task and upgraded stream, so shutdown knows when all are done.
+    pub tasks: TaskTracker,
+    /// Next connection id: start time in ms times 10^6, so ids do not repeat across restarts.
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(
+        policy: Policy,
+        tls: Arc<rustls::ServerConfig>,
+        log: AuditLog,
+        metrics: Arc<Metrics>,
+        handshake_timeout: Duration,
+        log_http_requests: bool,
+    ) -> Arc<Self> {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits::HEADER_READ_TIMEOUT)
+            .max_buf_size(limits::MAX_HEADER_BYTES)
+            .max_headers(limits::MAX_HEADERS);
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits::H2_MAX_STREAMS)
+            .max_header_list_size(limits::H2_MAX_HEADER_LIST)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let start_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
+        Arc::new(Shared {
+            policy: ArcSwap::from_pointee(policy),
+            tls,
+            log,
+            metrics,
+            http,
+            handshake_timeout,
+            log_http_requests,
+            draining: CancellationToken::new(),
+            stop_now: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_conn: AtomicU64::new(start_ms.saturating_mul(1_000_000)),
+        })
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Accept connections until shutdown; each gets its own task.
+pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.draining.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let shared2 = shared.clone();
+                shared.tasks.spawn(conn::handle(stream, peer, id, shared2));
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

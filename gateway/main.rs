@@ -1,0 +1,6 @@
+//! The `menshen` binary: see `menshen --help`.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    menshen::cli::main()
+}

@@ -1,0 +1,103 @@
+//! Prometheus metrics: one registry built at start and passed down as `Arc<Metrics>`.
+//! Label values come from bounded sets only (listener and service names from the config,
+//! enum reasons, status codes): never a client address, path or raw host.
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections: IntCounterVec,
+    pub connections_active: IntGaugeVec,
+    pub bytes: IntCounterVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub tls_handshake_failures: IntCounterVec,
+    pub log_records: IntCounter,
+    pub log_write_errors: IntCounter,
+    /// Times a sender found the log queue full and had to wait.
+    pub log_queue_full: IntCounter,
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("menshen".into()), None)?;
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from request to the end of the response.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["service"],
+        )?;
+        registry.register(Box::new(http_duration.clone()))?;
+        let m = Metrics {
+            connections: counter_vec(
+                "connections_total",
+                "Connections decided, by outcome.",
+                &["listener", "service", "action", "reason"],
+            )?,
+            connections_active: gauge_vec(
+                "connections_active",
+                "Allowed connections now open.",
+                &["listener", "service"],
+            )?,
+            bytes: counter_vec(
+                "bytes_total",
+                "Bytes through allowed connections (in: from clients, out: to clients).",
+                &["service", "direction"],
+            )?,
+            http_requests: counter_vec(
+                "http_requests_total",
+                "HTTP requests, by status code.",
+                &["service", "code"],
+            )?,
+            http_duration,
+            tls_handshake_failures: counter_vec(
+                "tls_handshake_failures_total",
+                "Failed TLS handshakes.",
+                &["listener", "reason"],
+            )?,
+            log_records: counter("log_records_total", "Records written to the log.")?,
+            log_write_errors: counter(
+                "log_write_errors_total",
+                "Failed log writes or fsyncs (retried).",
+            )?,
+            log_queue_full: counter(
+                "log_queue_full_total",
+                "Times a record waited because the log queue was full.",
+            )?,
+            build_info: gauge_vec(
+                "build_info",
+                "Always 1; the version as a label.",
+                &["version"],
+            )?,
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+}

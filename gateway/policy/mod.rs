@@ -1,0 +1,293 @@
+//! The decision state and the decision: who may reach which service, from where.
+//!
+//! A [`Policy`] is an immutable snapshot built from a validated config; the running
+//! gateway holds one behind an `ArcSwap` and swaps in a new one on change. [`decide`]
+//! is a pure function of the snapshot and the connection: no I/O, no locks, no
+//! allocation, so it is exhaustively unit-tested and benchmarked (`benches/decide.rs`).
+//!
+//! Order of checks (deny by default):
+//! ```text
+//! blocked set ─▶ route (listener + SNI) ─▶ zone rule from→to ─▶ service allowlist
+//!   blocked        no-route                 zone-deny /            allowlist /
+//!                                           window (no window)     not-allowed
+//! ```
+
+mod ipset;
+
+pub use ipset::{normalize, IpSet};
+
+use crate::proxy::Upstream;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Index into [`Policy::zones`]; zone 0 is always `wan`.
+pub type ZoneId = usize;
+/// Index into [`Policy::listeners`].
+pub type ListenerId = usize;
+/// Index into [`Policy::services`].
+pub type ServiceId = usize;
+
+/// The zone of every address not in a listed zone.
+pub const WAN: ZoneId = 0;
+
+/// What a zone rule lets through between two zones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Sources in the service's allowlist may connect.
+    Allow,
+    /// Only through an active access window.
+    Window,
+    Deny,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Allow => "allow",
+            Access::Window => "window",
+            Access::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Https,
+}
+
+impl ListenerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Https => "https",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub bind: std::net::SocketAddr,
+    /// Zone the clients of this listener come from.
+    pub zone: ZoneId,
+    pub kind: ListenerKind,
+}
+
+#[derive(Debug)]
+pub struct Zone {
+    pub name: String,
+    /// Where the zone's hosts live; empty for `wan` (everything not listed).
+    pub networks: IpSet,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub listener: ListenerId,
+    /// Lowercase host names; for https both SNI and Host must be one of them.
+    pub hosts: Vec<String>,
+    pub upstream: Arc<Upstream>,
+    /// Zone the upstream lives in: the `to` of the zone rule.
+    pub zone: ZoneId,
+    /// Union of the named sets and literal CIDRs of the service's `allow`.
+    pub allow: IpSet,
+    /// The `allow` entries as written (set names and CIDRs), for summaries and reports.
+    pub allow_sources: Vec<String>,
+    /// The longest access window that may open this service; `None`: never.
+    pub window_max: Option<Duration>,
+    pub idle_timeout: Duration,
+    pub upstream_timeout: Duration,
+}
+
+/// The whole decision state at one moment.
+#[derive(Debug)]
+pub struct Policy {
+    pub zones: Vec<Zone>,
+    pub listeners: Vec<Listener>,
+    pub services: Vec<Service>,
+    /// The special `blocked` ip set: refused first, everywhere.
+    pub blocked: IpSet,
+    /// `matrix[from * zones.len() + to]`; unlisted pairs are `Deny`.
+    matrix: Vec<Access>,
+    /// Per listener: lowercase host -> service.
+    routes: Vec<HashMap<String, ServiceId>>,
+}
+
+/// Why a connection was let in or refused. The names are the log's `reason` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Allowlist,
+    Window,
+    NotAllowed,
+    ZoneDeny,
+    Blocked,
+    RateLimited,
+    TlsRequired,
+    TlsVersion,
+    TlsHandshake,
+    NoRoute,
+    Guard,
+    LogFull,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowlist => "allowlist",
+            Reason::Window => "window",
+            Reason::NotAllowed => "not-allowed",
+            Reason::ZoneDeny => "zone-deny",
+            Reason::Blocked => "blocked",
+            Reason::RateLimited => "rate-limited",
+            Reason::TlsRequired => "tls-required",
+            Reason::TlsVersion => "tls-version",
+            Reason::TlsHandshake => "tls-handshake",
+            Reason::NoRoute => "no-route",
+            Reason::Guard => "guard",
+            Reason::LogFull => "log-full",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Allow,
+    Deny,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// What [`decide`] needs to know about a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo<'a> {
+    pub listener: ListenerId,
+    /// Already normalized (IPv4-mapped IPv6 -> IPv4).
+    pub src: IpAddr,
+    /// TLS server name, for https listeners.
+    pub sni: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: Reason,
+    pub service: Option<ServiceId>,
+    pub zone_from: ZoneId,
+    pub zone_to: Option<ZoneId>,
+}
+
+impl Decision {
+    /// A refusal for a reason found outside the policy (TLS, rate, log state).
+    pub fn deny(zone_from: ZoneId, reason: Reason) -> Self {
+        Decision {
+            action: Action::Deny,
+            reason,
+            service: None,
+            zone_from,
+            zone_to: None,
+        }
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.action == Action::Allow
+    }
+}
+
+/// Decide a connection from the policy snapshot alone. `now` is unused until access
+/// windows exist; it is part of the signature so callers pass the clock explicitly.
+pub fn decide(policy: &Policy, conn: &ConnInfo<'_>, _now: jiff::Timestamp) -> Decision {
+    let zone_from = policy.listeners[conn.listener].zone;
+    if policy.blocked.contains(conn.src) {
+        return Decision::deny(zone_from, Reason::Blocked);
+    }
+    let Some(service_id) = conn.sni.and_then(|sni| policy.route(conn.listener, sni)) else {
+        return Decision::deny(zone_from, Reason::NoRoute);
+    };
+    let service = &policy.services[service_id];
+    let decision = |action, reason| Decision {
+        action,
+        reason,
+        service: Some(service_id),
+        zone_from,
+        zone_to: Some(service.zone),
+    };
+    match policy.access(zone_from, service.zone) {
+        Access::Deny => decision(Action::Deny, Reason::ZoneDeny),
+        // Only an active window opens a `window` pair; windows come with the window store.
+        Access::Window => decision(Action::Deny, Reason::NotAllowed),
+        Access::Allow if service.allow.contains(conn.src) => {
+            decision(Action::Allow, Reason::Allowlist)
+        }
+        Access::Allow => decision(Action::Deny, Reason::NotAllowed),
+    }
+}
+
+impl Policy {
+    /// Assemble a snapshot. `rules` are (from, to, access); unlisted pairs deny.
+    pub fn new(
+        zones: Vec<Zone>,
+        listeners: Vec<Listener>,
+        services: Vec<Service>,
+        blocked: IpSet,
+        rules: &[(ZoneId, ZoneId, Access)],
+    ) -> Self {
+        let n = zones.len();
+        let mut matrix = vec![Access::Deny; n * n];
+        for &(from, to, access) in rules {
+            matrix[from * n + to] = access;
+        }
+        let mut routes = vec![HashMap::new(); listeners.len()];
+        for (id, s) in services.iter().enumerate() {
+            for h in &s.hosts {
+                routes[s.listener].insert(h.to_ascii_lowercase(), id);
+            }
+        }
+        Policy {
+            zones,
+            listeners,
+            services,
+            blocked,
+            matrix,
+            routes,
+        }
+    }
+
+    #[inline]
+    pub fn access(&self, from: ZoneId, to: ZoneId) -> Access {
+        self.matrix[from * self.zones.len() + to]
+    }
+
+    /// The service a listener serves for a host name (case-insensitive).
+    #[inline]
+    pub fn route(&self, listener: ListenerId, host: &str) -> Option<ServiceId> {
+        let map = &self.routes[listener];
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            map.get(&host.to_ascii_lowercase()).copied()
+        } else {
+            map.get(host).copied()
+        }
+    }
+
+    /// Zone of an address, by the configured zone networks (`wan` if none).
+    pub fn zone_of(&self, ip: IpAddr) -> ZoneId {
+        self.zones
+            .iter()
+            .position(|z| z.networks.contains(ip))
+            .unwrap_or(WAN)
+    }
+
+    pub fn listener_id(&self, name: &str) -> Option<ListenerId> {
+        self.listeners.iter().position(|l| l.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

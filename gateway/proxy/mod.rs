@@ -1,0 +1,10 @@
+//! Forwarding allowed connections to their upstreams: HTTP (h1, h2, WebSocket) here;
+//! `upstream` holds the upstream address and its pooled client.
+
+pub mod http;
+mod upstream;
+
+pub use upstream::{HttpClient, Scheme, Upstream, CONNECT_TIMEOUT};
+
+/// The body type sent upstream: the client's body, streamed as it arrives.
+pub type ProxyBody = hyper::body::Incoming;

@@ -1,0 +1,111 @@
+//! An upstream a service forwards to: its address and a pooled HTTP client for it.
+
+use super::ProxyBody;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Where a service's requests go, with the client that keeps its connections alive.
+pub struct Upstream {
+    pub scheme: Scheme,
+    /// `host:port` as written (the host may be a name resolved at connect time).
+    pub authority: http::uri::Authority,
+    /// The host when it is an IP literal: used to check the service's zone.
+    pub ip: Option<IpAddr>,
+    pub client: HttpClient,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.scheme.as_str(), self.authority)
+    }
+}
+
+/// How long a connection attempt to an upstream may take before a 502/504.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Upstream {
+    /// Parse `http://host:port` or `https://host:port` (no path). `tls` verifies https
+    /// upstreams; `server_name` overrides the name checked in the upstream's certificate.
+    pub fn new(
+        url: &str,
+        tls: Arc<rustls::ClientConfig>,
+        server_name: Option<ServerName<'static>>,
+    ) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            Some("tcp") => return Err("tcp:// upstreams need a tcp listener".into()),
+            _ => return Err("must start with http:// or https://".into()),
+        };
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err("must not have a path or query (requests keep their own)".into());
+        }
+        let authority = uri.authority().cloned().ok_or("has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("must not carry user info".into());
+        }
+        let default_port = if scheme == Scheme::Https { 443 } else { 80 };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let ip = host.parse::<IpAddr>().ok();
+        let authority: http::uri::Authority = match ip {
+            Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+            _ => format!("{host}:{port}"),
+        }
+        .parse()
+        .map_err(|e| format!("bad host ({e})"))?;
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http();
+        let builder = match server_name {
+            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .set_host(false)
+            .build(connector);
+        Ok(Upstream {
+            scheme,
+            authority,
+            ip,
+            client,
+        })
+    }
+}

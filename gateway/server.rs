@@ -1,0 +1,172 @@
+//! `menshen run`: load, bind, log, serve; SIGTERM/SIGINT drain and stop.
+//!
+//! Shutdown protocol: stop accepting -> ask every connection to finish (hyper's
+//! graceful shutdown) -> wait up to `drain_timeout` -> cut what is left -> write
+//! `gateway.stop` -> flush and fsync the log -> exit 0.
+
+use crate::audit::{AuditLog, Event, GatewayStart, GatewayStop, WriterSettings};
+use crate::config::{self, Config, Mode};
+use crate::listener::{self, Shared};
+use crate::metrics::Metrics;
+use crate::tls;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+    #[error("listener {name:?}: cannot listen on {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("log directory {dir}: {source}")]
+    Log { dir: String, source: std::io::Error },
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("signals: {0}")]
+    Signal(std::io::Error),
+}
+
+pub async fn run(config_path: &Path) -> Result<(), RunError> {
+    let cfg = config::load(config_path, Mode::Run)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let Config {
+        gateway,
+        tls: tls_settings,
+        log: log_settings,
+        policy,
+        ..
+    } = cfg;
+    let certified = tls_settings
+        .certified_key
+        .ok_or_else(|| tls::TlsError::Invalid("no certificate loaded".into()))?;
+    let server_tls = tls::server_config(tls::CertStore::new(certified), tls_settings.min_version)?;
+
+    // Bind everything before writing anything: a bind failure leaves no trace to explain.
+    let mut bound = Vec::new();
+    for (id, l) in policy.listeners.iter().enumerate() {
+        let sock = TcpListener::bind(l.bind)
+            .await
+            .map_err(|source| RunError::Bind {
+                name: l.name.clone(),
+                addr: l.bind,
+                source,
+            })?;
+        let addr = sock.local_addr().map_err(|source| RunError::Bind {
+            name: l.name.clone(),
+            addr: l.bind,
+            source,
+        })?;
+        bound.push((id, l.name.clone(), addr, sock));
+    }
+
+    let metrics = Arc::new(Metrics::new()?);
+    let (log, writer) = AuditLog::start(
+        WriterSettings {
+            dir: log_settings.dir.clone(),
+            gateway: gateway.name.clone(),
+            tz: gateway.timezone.clone(),
+            sync: log_settings.sync,
+        },
+        metrics.clone(),
+    )
+    .map_err(|source| RunError::Log {
+        dir: log_settings.dir.display().to_string(),
+        source,
+    })?;
+
+    let shared = Shared::new(
+        policy,
+        server_tls,
+        log.clone(),
+        metrics,
+        tls_settings.handshake_timeout,
+        log_settings.http_requests,
+    );
+    let mut described = Vec::new();
+    let mut loops = Vec::new();
+    for (id, name, addr, sock) in bound {
+        // Tests and scripts read this line to learn ephemeral ports.
+        println!("menshen: listener {name} on {addr}");
+        described.push(format!("{name}={addr}"));
+        loops.push(tokio::spawn(listener::accept_loop(
+            sock,
+            id,
+            shared.clone(),
+        )));
+    }
+    log.record(Event::GatewayStart(GatewayStart {
+        version: env!("CARGO_PKG_VERSION"),
+        config: config_path.display().to_string(),
+        listeners: described,
+        pid: std::process::id(),
+    }))
+    .await;
+    tracing::info!(gateway = %gateway.name, log = %log_settings.dir.display(), "serving");
+
+    let reason = wait_for_stop().await.map_err(RunError::Signal)?;
+    tracing::info!(signal = reason, drain = ?gateway.drain_timeout, "stopping: draining connections");
+
+    shared.draining.cancel();
+    for l in loops {
+        let _ = l.await;
+    }
+    shared.tasks.close();
+    let mut cut = 0;
+    if tokio::time::timeout(gateway.drain_timeout, shared.tasks.wait())
+        .await
+        .is_err()
+    {
+        cut = shared.tasks.len() as u64;
+        tracing::warn!(connections = cut, "drain timeout passed; cutting the rest");
+        shared.stop_now.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.tasks.wait()).await;
+    }
+    log.record(Event::GatewayStop(GatewayStop {
+        version: env!("CARGO_PKG_VERSION"),
+        reason,
+        cut_connections: cut,
+    }))
+    .await;
+    drop(shared);
+    drop(log);
+    if tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .is_err()
+    {
+        tracing::error!("log writer did not finish in 10 s");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Wait for SIGTERM or SIGINT. SIGHUP (reload) is acknowledged but not yet acted on.
+#[cfg(unix)]
+async fn wait_for_stop() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => tracing::warn!("SIGHUP: live reload is not supported by this version; restart to apply config changes"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop() -> std::io::Result<&'static str> {
+    tokio::signal::ctrl_c().await?;
+    Ok("ctrl-c")
+}
