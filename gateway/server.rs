@@ -92,18 +92,12 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         tls_settings.handshake_timeout,
         log_settings.http_requests,
     );
-    let mut described = Vec::new();
-    let mut loops = Vec::new();
-    for (id, name, addr, sock) in bound {
-        // Tests and scripts read this line to learn ephemeral ports.
-        println!("menshen: listener {name} on {addr}");
-        described.push(format!("{name}={addr}"));
-        loops.push(tokio::spawn(listener::accept_loop(
-            sock,
-            id,
-            shared.clone(),
-        )));
-    }
+    // `gateway.start` comes first in the log: only then are connections accepted
+    // (the kernel queues any that arrive meanwhile).
+    let described = bound
+        .iter()
+        .map(|(_, name, addr, _)| format!("{name}={addr}"))
+        .collect();
     log.record(Event::GatewayStart(GatewayStart {
         version: env!("CARGO_PKG_VERSION"),
         config: config_path.display().to_string(),
@@ -111,6 +105,16 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         pid: std::process::id(),
     }))
     .await;
+    let mut loops = Vec::new();
+    for (id, name, addr, sock) in bound {
+        // Tests and scripts read this line to learn ephemeral ports.
+        println!("menshen: listener {name} on {addr}");
+        loops.push(tokio::spawn(listener::accept_loop(
+            sock,
+            id,
+            shared.clone(),
+        )));
+    }
     tracing::info!(gateway = %gateway.name, log = %log_settings.dir.display(), "serving");
 
     let reason = wait_for_stop().await.map_err(RunError::Signal)?;

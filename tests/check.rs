@@ -299,17 +299,30 @@ fn quickstart_config_checks() {
 #[test]
 fn school_example_checks() {
     // The annotated example with real certificate paths replaced by a temp dir.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/school.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/school.toml"))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(&["cms.longsheng.example"]);
     std::fs::write(dir.path().join("gateway.crt"), &pki.cert_pem).unwrap();
     std::fs::write(dir.path().join("gateway.key"), &pki.key_pem).unwrap();
-    let text = text.replace("/etc/menshen/tls/", "").replace("/var/lib/menshen", "state").replace("/var/log/menshen", "log");
+    let text = text
+        .replace("/etc/menshen/tls/", "")
+        .replace("/var/lib/menshen", "state")
+        .replace("/var/log/menshen", "log");
     let cfg = dir.path().join("school.toml");
     std::fs::write(&cfg, text).unwrap();
-    let out = Command::new(bin()).args(["check", "-c"]).arg(&cfg).output().unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("wan -> lan: window"), "{stdout}");
     assert!(stdout.contains("only through an active window"), "{stdout}");
 }

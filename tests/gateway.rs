@@ -50,6 +50,7 @@ hosts = ["nas.test"]
 upstream = "http://{upstream}"
 zone = "lan"
 allow = ["maintenance"]
+idle_timeout = "1s"
 
 [[service]]
 name = "ws"
@@ -58,6 +59,15 @@ hosts = ["ws.test"]
 upstream = "http://{ws}"
 zone = "lan"
 allow = ["maintenance"]
+
+[[service]]
+name = "slow"
+listener = "https"
+hosts = ["slow.test"]
+upstream = "http://{upstream}"
+zone = "lan"
+allow = ["maintenance"]
+upstream_timeout = "1s"
 
 [[service]]
 name = "down"
@@ -586,4 +596,193 @@ async fn sigterm_drains_an_in_flight_request() {
     assert_eq!(last["event"], "gateway.stop");
     assert_eq!(last["cut_connections"], 0);
     let _ = Duration::ZERO;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (gw, _up) = gateway("127.0.0.1:0", "").await;
+    let c = gw.client();
+    // nas has idle_timeout = 1s. Keep each connection open after one request.
+    let h1 = c
+        .connect(gw.addr("https"), ip("127.0.0.2"), "nas.test", false)
+        .await
+        .expect("h1");
+    let (mut s1, conn1) = hyper::client::conn::http1::handshake(TokioIo::new(h1))
+        .await
+        .unwrap();
+    tokio::spawn(conn1);
+    let req = http::Request::get("/")
+        .header("host", "nas.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(s1.send_request(req).await.unwrap().status(), 200);
+    let h2 = c
+        .connect(gw.addr("https"), ip("127.0.0.5"), "nas.test", true)
+        .await
+        .expect("h2");
+    let (mut s2, conn2) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(h2))
+            .await
+            .unwrap();
+    tokio::spawn(conn2);
+    let req = http::Request::get("https://nas.test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(s2.send_request(req).await.unwrap().status(), 200);
+    for src in ["127.0.0.2", "127.0.0.5"] {
+        let open = gw.conn_open_from(src).await;
+        let close = gw.conn_close(&open["conn"]).await;
+        assert_eq!(close["close_reason"], "idle", "{src}");
+        let ms = close["duration_ms"].as_u64().unwrap();
+        assert!((1000..5000).contains(&ms), "closed after {ms} ms");
+    }
+    drop((s1, s2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_too_slow_is_a_504() {
+    let (gw, _up) = gateway("127.0.0.1:0", "").await;
+    // /slow answers after 1.5 s; the service waits 1 s.
+    let r = gw
+        .client()
+        .get(
+            gw.addr("https"),
+            "127.0.0.2",
+            "slow.test",
+            "slow.test",
+            "/slow",
+            &[],
+            false,
+        )
+        .await
+        .expect("answer");
+    assert_eq!(r.status, 504);
+    assert!(String::from_utf8_lossy(&r.body).contains("did not answer in time"));
+    let logged = gw
+        .wait_record(|r| r["event"] == "http.request" && r["service"] == "slow")
+        .await;
+    assert_eq!(logged["status"], 504);
+}
+
+/// An HTTPS upstream with a certificate from the test CA, answering "tls upstream".
+async fn start_tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(menshen::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from("tls upstream")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified() {
+    let pki = std::sync::Arc::new(TestPki::new(&["admin.test", "localhost"]));
+    let up = start_tls_upstream(&pki).await;
+    let body = format!(
+        r#"{head}
+[ip_sets]
+maintenance = ["127.0.0.2/32"]
+
+[zones]
+lan = ["127.0.0.0/8"]
+
+[[zone_rule]]
+from = "wan"
+to = "lan"
+access = "allow"
+
+[[listener]]
+name = "https"
+bind = "127.0.0.1:0"
+zone = "wan"
+kind = "https"
+
+[[service]]
+name = "verified"
+listener = "https"
+hosts = ["admin.test"]
+upstream = "https://{up}"
+upstream_ca = "ca.pem"
+upstream_server_name = "localhost"
+zone = "lan"
+allow = ["maintenance"]
+
+[[service]]
+name = "unverifiable"
+listener = "https"
+hosts = ["localhost"]
+upstream = "https://{up}"
+upstream_server_name = "localhost"
+zone = "lan"
+allow = ["maintenance"]
+"#,
+        head = config_head("")
+    );
+    let gw = start_with_ca(&body, pki.clone());
+    let c = gw.client();
+    let ok = c
+        .get(
+            gw.addr("https"),
+            "127.0.0.2",
+            "admin.test",
+            "admin.test",
+            "/",
+            &[],
+            false,
+        )
+        .await
+        .expect("answer");
+    assert_eq!(ok.status, 200);
+    assert_eq!(&ok.body[..], b"tls upstream");
+    // The same upstream checked against the system roots: not trusted, so 502.
+    let bad = c
+        .get(
+            gw.addr("https"),
+            "127.0.0.2",
+            "localhost",
+            "localhost",
+            "/",
+            &[],
+            false,
+        )
+        .await
+        .expect("answer");
+    assert_eq!(bad.status, 502);
+}
+
+/// Start a gateway whose directory also holds the test CA as `ca.pem`.
+fn start_with_ca(config: &str, pki: std::sync::Arc<TestPki>) -> TestGateway {
+    TestGateway::start_with_files(config, pki.clone(), &[("ca.pem", pki.ca_pem.as_str())])
 }

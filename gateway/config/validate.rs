@@ -687,6 +687,15 @@ fn validate_service(
                 "only applies to https:// upstreams",
             );
         }
+        if u.ip.is_none() {
+            cx.warn(
+                &format!("{key}.upstream"),
+                format!(
+                    "{:?} names a host, not an address: its zone {:?} cannot be checked",
+                    s.upstream, s.zone
+                ),
+            );
+        }
         if let (Some(ip), Some(z)) = (u.ip, zone) {
             let actual = zones
                 .iter()

@@ -80,7 +80,9 @@ impl Shared {
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits::H2_MAX_STREAMS)
             .max_header_list_size(limits::H2_MAX_HEADER_LIST)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
+            // No keep-alive pings: they would count as traffic and keep an idle
+            // connection from ever reaching its idle timeout, which closes dead peers.
+            .keep_alive_interval(None);
         let start_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
         Arc::new(Shared {
             policy: ArcSwap::from_pointee(policy),

@@ -110,7 +110,19 @@ impl TestGateway {
     }
 
     pub fn start_with(config: &str, pki: Arc<TestPki>) -> TestGateway {
+        Self::start_with_files(config, pki, &[])
+    }
+
+    /// Start with extra files written into the gateway's directory first.
+    pub fn start_with_files(
+        config: &str,
+        pki: Arc<TestPki>,
+        files: &[(&str, &str)],
+    ) -> TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write file");
+        }
         std::fs::write(dir.path().join("gateway.crt"), &pki.cert_pem).expect("write cert");
         std::fs::write(dir.path().join("gateway.key"), &pki.key_pem).expect("write key");
         let cfg = dir.path().join("menshen.toml");
