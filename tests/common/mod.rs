@@ -422,6 +422,7 @@ impl TestClient {
     }
 
     /// One request on a fresh connection.
+    #[allow(clippy::too_many_arguments)]
     pub async fn get(
         &self,
         addr: SocketAddr,
@@ -558,10 +559,8 @@ pub async fn start_ws_upstream() -> SocketAddr {
                     return;
                 };
                 while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        if ws.send(msg).await.is_err() {
-                            break;
-                        }
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        break;
                     }
                 }
             });
