@@ -786,3 +786,124 @@ allow = ["maintenance"]
 fn start_with_ca(config: &str, pki: std::sync::Arc<TestPki>) -> TestGateway {
     TestGateway::start_with_files(config, pki.clone(), &[("ca.pem", pki.ca_pem.as_str())])
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_times_out() {
+    let (gw, _up) = gateway("127.0.0.1:0", "handshake_timeout = \"1s\"").await;
+    // Half a ClientHello, then silence.
+    let mut tcp = tcp_from(ip("127.0.0.2"), gw.addr("https"))
+        .await
+        .expect("tcp");
+    tcp.write_all(&tls11_client_hello("admin.test")[..20])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut buf))
+        .await
+        .expect("closed by the gateway");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    let r = gw.conn_open_from("127.0.0.2").await;
+    assert_eq!(r["action"], "deny");
+    assert_eq!(r["reason"], "tls-handshake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_limits_are_enforced() {
+    let (gw, _up) = gateway("127.0.0.1:0", "").await;
+    let c = gw.client();
+    let many: Vec<(String, String)> = (0..120)
+        .map(|i| (format!("x-h{i}"), "v".to_string()))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = c
+        .get(
+            gw.addr("https"),
+            "127.0.0.2",
+            "admin.test",
+            "admin.test",
+            "/",
+            &many,
+            false,
+        )
+        .await;
+    assert!(
+        matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
+        "120 headers accepted"
+    );
+    let big = "a".repeat(70 * 1024);
+    let r = c
+        .get(
+            gw.addr("https"),
+            "127.0.0.2",
+            "admin.test",
+            "admin.test",
+            "/",
+            &[("x-big", &big)],
+            false,
+        )
+        .await;
+    assert!(
+        matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
+        "a 70 KiB header accepted"
+    );
+    let r = c
+        .get(
+            gw.addr("https"),
+            "127.0.0.2",
+            "admin.test",
+            "admin.test",
+            "/",
+            &[("x-big", &big)],
+            true,
+        )
+        .await;
+    assert!(
+        matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
+        "a 70 KiB h2 header list accepted"
+    );
+    // Within the limits: fine.
+    let ok = c
+        .get(
+            gw.addr("https"),
+            "127.0.0.2",
+            "admin.test",
+            "admin.test",
+            "/",
+            &many[..50],
+            false,
+        )
+        .await
+        .expect("50 headers");
+    assert_eq!(ok.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let (gw, up) = gateway("127.0.0.1:0", "").await;
+    let c = gw.client();
+    for i in 0..5 {
+        let r = c
+            .get(
+                gw.addr("https"),
+                "127.0.0.2",
+                "nas.test",
+                "nas.test",
+                &format!("/{i}"),
+                &[],
+                i % 2 == 0,
+            )
+            .await
+            .expect("ok");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        up.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "five client connections, one pooled upstream connection"
+    );
+}

@@ -492,6 +492,8 @@ impl TestClient {
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub slow_started: Arc<tokio::sync::Notify>,
+    /// TCP connections the upstream has accepted.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub async fn start_upstream() -> TestUpstream {
@@ -501,11 +503,14 @@ pub async fn start_upstream() -> TestUpstream {
     let addr = l.local_addr().expect("addr");
     let slow_started = Arc::new(tokio::sync::Notify::new());
     let notify = slow_started.clone();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else {
                 continue;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let notify = notify.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
@@ -541,7 +546,11 @@ pub async fn start_upstream() -> TestUpstream {
             });
         }
     });
-    TestUpstream { addr, slow_started }
+    TestUpstream {
+        addr,
+        slow_started,
+        accepted,
+    }
 }
 
 /// A WebSocket echo upstream.
