@@ -35,6 +35,8 @@ pub enum RunError {
 }
 
 pub async fn run(config_path: &Path) -> Result<(), RunError> {
+    // Handlers first: a SIGTERM that arrives while starting must drain, not kill.
+    let mut signals = Signals::install().map_err(RunError::Signal)?;
     let cfg = config::load(config_path, Mode::Run)?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
@@ -117,7 +119,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     }
     tracing::info!(gateway = %gateway.name, log = %log_settings.dir.display(), "serving");
 
-    let reason = wait_for_stop().await.map_err(RunError::Signal)?;
+    let reason = signals.wait_for_stop().await;
     tracing::info!(signal = reason, drain = ?gateway.drain_timeout, "stopping: draining connections");
 
     shared.draining.cancel();
@@ -153,24 +155,48 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Wait for SIGTERM or SIGINT. SIGHUP (reload) is acknowledged but not yet acted on.
+/// The signals the gateway acts on, registered once at start.
 #[cfg(unix)]
-async fn wait_for_stop() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok("SIGTERM"),
-            _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => tracing::warn!("SIGHUP: live reload is not supported by this version; restart to apply config changes"),
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Wait for SIGTERM or SIGINT. SIGHUP (reload) is acknowledged but not yet acted on.
+    async fn wait_for_stop(&mut self) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => tracing::warn!("SIGHUP: live reload is not supported by this version; restart to apply config changes"),
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop() -> std::io::Result<&'static str> {
-    tokio::signal::ctrl_c().await?;
-    Ok("ctrl-c")
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Signals)
+    }
+
+    async fn wait_for_stop(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
 }

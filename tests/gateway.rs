@@ -97,15 +97,9 @@ async fn allowed_and_denied_sources_leave_complete_records() {
     let c = gw.client();
 
     let ok = c
-        .get(
-            addr,
-            "127.0.0.2",
-            "admin.test",
-            "admin.test",
-            "/panel?token=SECRET",
-            &[],
-            false,
-        )
+        .get(addr, "127.0.0.2", "admin.test")
+        .path("/panel?token=SECRET")
+        .send()
         .await
         .expect("allowed");
     assert_eq!(ok.status, 200);
@@ -114,17 +108,7 @@ async fn allowed_and_denied_sources_leave_complete_records() {
     assert_eq!(ok.json()["path"], "/panel");
 
     // 127.0.0.3 is in no allow list: the connection is closed before any HTTP.
-    let denied = c
-        .get(
-            addr,
-            "127.0.0.3",
-            "admin.test",
-            "admin.test",
-            "/",
-            &[],
-            false,
-        )
-        .await;
+    let denied = c.get(addr, "127.0.0.3", "admin.test").send().await;
     assert!(denied.is_err(), "denied source got an answer");
 
     let open = gw.conn_open_from("127.0.0.2").await;
@@ -207,7 +191,8 @@ async fn ipv6_and_ipv4_mapped_sources() {
     let c = gw.client();
 
     let r = c
-        .get(v6, "::1", "admin.test", "admin.test", "/", &[], false)
+        .get(v6, "::1", "admin.test")
+        .send()
         .await
         .expect("::1 allowed");
     assert_eq!(r.status, 200);
@@ -217,14 +202,12 @@ async fn ipv6_and_ipv4_mapped_sources() {
         "for=\"[::1]\";proto=https;host=admin.test"
     );
     let r = c
-        .get(v4, "127.0.0.2", "admin.test", "admin.test", "/", &[], false)
+        .get(v4, "127.0.0.2", "admin.test")
+        .send()
         .await
         .expect("mapped allowed");
     assert_eq!(r.json()["headers"]["x-forwarded-for"], "127.0.0.2");
-    assert!(c
-        .get(v4, "127.0.0.3", "admin.test", "admin.test", "/", &[], false)
-        .await
-        .is_err());
+    assert!(c.get(v4, "127.0.0.3", "admin.test").send().await.is_err());
 
     let open = gw.conn_open_from("::1").await;
     assert_eq!(open["action"], "allow");
@@ -276,15 +259,10 @@ async fn spoofed_forwarding_headers_never_reach_the_upstream() {
     for h2 in [false, true] {
         let r = gw
             .client()
-            .get(
-                gw.addr("https"),
-                "127.0.0.2",
-                "admin.test",
-                "admin.test",
-                "/",
-                &spoof,
-                h2,
-            )
+            .get(gw.addr("https"), "127.0.0.2", "admin.test")
+            .headers(&spoof)
+            .h2(h2)
+            .send()
             .await
             .expect("allowed");
         let h = &r.json()["headers"];
@@ -310,7 +288,10 @@ async fn host_must_match_the_sni_service() {
     // SNI admin.test, Host nas.test (another service on the same listener): 421.
     for h2 in [false, true] {
         let r = c
-            .get(addr, "127.0.0.2", "admin.test", "nas.test", "/", &[], h2)
+            .get(addr, "127.0.0.2", "admin.test")
+            .host("nas.test")
+            .h2(h2)
+            .send()
             .await
             .expect("answer");
         assert_eq!(r.status, 421, "h2={h2}");
@@ -341,15 +322,8 @@ async fn host_must_match_the_sni_service() {
 
     // A name no service has: the handshake is refused, reason no-route.
     assert!(c
-        .get(
-            addr,
-            "127.0.0.2",
-            "unknown.test",
-            "unknown.test",
-            "/",
-            &[],
-            false
-        )
+        .get(addr, "127.0.0.2", "unknown.test")
+        .send()
         .await
         .is_err());
     let r = gw
@@ -454,29 +428,18 @@ async fn http1_and_http2_clients() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
     let c = gw.client();
     let r1 = c
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "nas.test",
-            "nas.test",
-            "/one",
-            &[],
-            false,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "nas.test")
+        .path("/one")
+        .send()
         .await
         .expect("h1");
     assert_eq!(r1.version, http::Version::HTTP_11);
     assert_eq!(r1.json()["path"], "/one");
     let r2 = c
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "nas.test",
-            "nas.test",
-            "/two",
-            &[],
-            true,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "nas.test")
+        .path("/two")
+        .h2(true)
+        .send()
         .await
         .expect("h2");
     assert_eq!(r2.version, http::Version::HTTP_2);
@@ -539,15 +502,8 @@ async fn upstream_down_is_a_quick_502() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
     let r = gw
         .client()
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "down.test",
-            "down.test",
-            "/",
-            &[],
-            false,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "down.test")
+        .send()
         .await
         .expect("answer");
     assert_eq!(r.status, 502);
@@ -564,22 +520,23 @@ async fn sigterm_drains_an_in_flight_request() {
     let c = gw.client();
     let addr = gw.addr("https");
     let inflight = tokio::spawn(async move {
-        c.get(
-            addr,
-            "127.0.0.2",
-            "admin.test",
-            "admin.test",
-            "/slow",
-            &[],
-            false,
-        )
-        .await
+        c.get(addr, "127.0.0.2", "admin.test")
+            .path("/slow")
+            .send()
+            .await
     });
     tokio::time::timeout(DEADLINE, up.slow_started.notified())
         .await
         .expect("request reached the upstream");
     gw.signal("TERM");
-    let resp = inflight.await.unwrap().expect("in-flight request finished");
+    let resp = match inflight.await.unwrap() {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "in-flight request failed: {e}\ngateway stderr:\n{}\nlog: {:#?}",
+            std::fs::read_to_string(&gw.stderr).unwrap_or_default(),
+            gw.records()
+        ),
+    };
     assert_eq!(resp.status, 200);
     assert_eq!(&resp.body[..], b"slow done");
     assert_eq!(gw.wait_exit(), 0);
@@ -648,15 +605,9 @@ async fn upstream_too_slow_is_a_504() {
     // /slow answers after 1.5 s; the service waits 1 s.
     let r = gw
         .client()
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "slow.test",
-            "slow.test",
-            "/slow",
-            &[],
-            false,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "slow.test")
+        .path("/slow")
+        .send()
         .await
         .expect("answer");
     assert_eq!(r.status, 504);
@@ -753,30 +704,16 @@ allow = ["maintenance"]
     let gw = start_with_ca(&body, pki.clone());
     let c = gw.client();
     let ok = c
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "admin.test",
-            "admin.test",
-            "/",
-            &[],
-            false,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "admin.test")
+        .send()
         .await
         .expect("answer");
     assert_eq!(ok.status, 200);
     assert_eq!(&ok.body[..], b"tls upstream");
     // The same upstream checked against the system roots: not trusted, so 502.
     let bad = c
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "localhost",
-            "localhost",
-            "/",
-            &[],
-            false,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "localhost")
+        .send()
         .await
         .expect("answer");
     assert_eq!(bad.status, 502);
@@ -821,15 +758,9 @@ async fn header_limits_are_enforced() {
         .collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = c
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "admin.test",
-            "admin.test",
-            "/",
-            &many,
-            false,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "admin.test")
+        .headers(&many)
+        .send()
         .await;
     assert!(
         matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
@@ -837,30 +768,19 @@ async fn header_limits_are_enforced() {
     );
     let big = "a".repeat(70 * 1024);
     let r = c
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "admin.test",
-            "admin.test",
-            "/",
-            &[("x-big", &big)],
-            false,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "admin.test")
+        .headers(&[("x-big", &big)])
+        .send()
         .await;
     assert!(
         matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
         "a 70 KiB header accepted"
     );
     let r = c
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "admin.test",
-            "admin.test",
-            "/",
-            &[("x-big", &big)],
-            true,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "admin.test")
+        .headers(&[("x-big", &big)])
+        .h2(true)
+        .send()
         .await;
     assert!(
         matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
@@ -868,15 +788,9 @@ async fn header_limits_are_enforced() {
     );
     // Within the limits: fine.
     let ok = c
-        .get(
-            gw.addr("https"),
-            "127.0.0.2",
-            "admin.test",
-            "admin.test",
-            "/",
-            &many[..50],
-            false,
-        )
+        .get(gw.addr("https"), "127.0.0.2", "admin.test")
+        .headers(&many[..50])
+        .send()
         .await
         .expect("50 headers");
     assert_eq!(ok.status, 200);
@@ -888,15 +802,10 @@ async fn upstream_connections_are_reused() {
     let c = gw.client();
     for i in 0..5 {
         let r = c
-            .get(
-                gw.addr("https"),
-                "127.0.0.2",
-                "nas.test",
-                "nas.test",
-                &format!("/{i}"),
-                &[],
-                i % 2 == 0,
-            )
+            .get(gw.addr("https"), "127.0.0.2", "nas.test")
+            .path(&format!("/{i}"))
+            .h2(i % 2 == 0)
+            .send()
             .await
             .expect("ok");
         assert_eq!(r.status, 200);
@@ -906,4 +815,21 @@ async fn upstream_connections_are_reused() {
         1,
         "five client connections, one pooled upstream connection"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_start_still_stops_cleanly() {
+    // The handlers are installed before anything listens: an early SIGTERM drains
+    // and exits 0 with gateway.stop written, instead of killing the process.
+    for _ in 0..3 {
+        let (mut gw, _up) = gateway("127.0.0.1:0", "").await;
+        gw.signal("TERM");
+        assert_eq!(gw.wait_exit(), 0);
+        let all = gw.records();
+        assert_eq!(
+            all.last().map(|r| r["event"].clone()),
+            Some("gateway.stop".into()),
+            "{all:?}"
+        );
+    }
 }

@@ -421,50 +421,91 @@ impl TestClient {
         self.connect_with(addr, src, sni, cfg).await
     }
 
-    /// One request on a fresh connection.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn get(
-        &self,
-        addr: SocketAddr,
-        src: &str,
-        sni: &str,
-        host: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        h2: bool,
-    ) -> std::io::Result<Resp> {
-        let tls = self.connect(addr, ip(src), sni, h2).await?;
+    /// A GET on a fresh connection from `src`, with TLS server name `sni` (and, unless
+    /// changed, the same Host).
+    pub fn get(&self, addr: SocketAddr, src: &str, sni: &str) -> Get {
+        Get {
+            client: self.clone(),
+            addr,
+            src: ip(src),
+            sni: sni.to_string(),
+            host: sni.to_string(),
+            path: "/".to_string(),
+            headers: Vec::new(),
+            h2: false,
+        }
+    }
+}
+
+/// A request being built; `send` makes it on a fresh connection.
+pub struct Get {
+    client: TestClient,
+    addr: SocketAddr,
+    src: IpAddr,
+    sni: String,
+    host: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    h2: bool,
+}
+
+impl Get {
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = host.to_string();
+        self
+    }
+
+    pub fn path(mut self, path: &str) -> Self {
+        self.path = path.to_string();
+        self
+    }
+
+    pub fn headers(mut self, headers: &[(&str, &str)]) -> Self {
+        self.headers
+            .extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    pub fn h2(mut self, h2: bool) -> Self {
+        self.h2 = h2;
+        self
+    }
+
+    pub async fn send(self) -> std::io::Result<Resp> {
+        let h2 = self.h2;
+        let tls = self
+            .client
+            .connect(self.addr, self.src, &self.sni, h2)
+            .await?;
         let mut builder = http::Request::builder().method("GET");
         builder = if h2 {
-            builder.uri(format!("https://{host}{path}"))
+            builder.uri(format!("https://{}{}", self.host, self.path))
         } else {
-            builder.uri(path).header("host", host)
+            builder.uri(&self.path).header("host", &self.host)
         };
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
+        for (k, v) in &self.headers {
+            builder = builder.header(k, v);
         }
         let req = builder
             .body(Full::new(Bytes::new()))
             .map_err(std::io::Error::other)?;
         let fut = async move {
+            let io = TokioIo::new(tls);
             let resp = if h2 {
                 let (mut send, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                         .await
                         .map_err(std::io::Error::other)?;
                 tokio::spawn(conn);
-                send.send_request(req)
-                    .await
-                    .map_err(std::io::Error::other)?
+                send.send_request(req).await
             } else {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io)
                     .await
                     .map_err(std::io::Error::other)?;
                 tokio::spawn(conn);
-                send.send_request(req)
-                    .await
-                    .map_err(std::io::Error::other)?
-            };
+                send.send_request(req).await
+            }
+            .map_err(std::io::Error::other)?;
             let status = resp.status().as_u16();
             let version = resp.version();
             let headers = resp.headers().clone();
