@@ -269,11 +269,15 @@ impl Policy {
     #[inline]
     pub fn route(&self, listener: ListenerId, host: &str) -> Option<ServiceId> {
         let map = &self.routes[listener];
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            map.get(&host.to_ascii_lowercase()).copied()
-        } else {
-            map.get(host).copied()
+        if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return map.get(host).copied();
         }
+        // Lowercase on the stack: a DNS name is at most 253 bytes.
+        let mut buf = [0u8; 253];
+        let lower = buf.get_mut(..host.len())?;
+        lower.copy_from_slice(host.as_bytes());
+        lower.make_ascii_lowercase();
+        map.get(std::str::from_utf8(lower).ok()?).copied()
     }
 
     /// Zone of an address, by the configured zone networks (`wan` if none).
