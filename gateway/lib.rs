@@ -3,6 +3,7 @@
 //! See `DESIGN.md` for the architecture; each module opens with its job.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -13,3 +14,4 @@ pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod tls;
+pub mod windows;

@@ -13,6 +13,9 @@ pub enum Event {
     HttpRequest(HttpRequest),
     GatewayStart(GatewayStart),
     GatewayStop(GatewayStop),
+    Window(WindowEvent),
+    AuthFailed(AuthFailed),
+    Lockout(Lockout),
 }
 
 impl Event {
@@ -23,6 +26,9 @@ impl Event {
             Event::HttpRequest(_) => "http.request",
             Event::GatewayStart(_) => "gateway.start",
             Event::GatewayStop(_) => "gateway.stop",
+            Event::Window(w) => w.event,
+            Event::AuthFailed(_) => "admin.auth_failed",
+            Event::Lockout(_) => "admin.lockout",
         }
     }
 
@@ -33,6 +39,9 @@ impl Event {
             Event::HttpRequest(e) => serde_json::to_writer(out, e),
             Event::GatewayStart(e) => serde_json::to_writer(out, e),
             Event::GatewayStop(e) => serde_json::to_writer(out, e),
+            Event::Window(e) => serde_json::to_writer(out, e),
+            Event::AuthFailed(e) => serde_json::to_writer(out, e),
+            Event::Lockout(e) => serde_json::to_writer(out, e),
         }
     }
 }
@@ -108,4 +117,86 @@ pub struct GatewayStop {
     pub reason: &'static str,
     /// Connections still open when the drain deadline passed (cut).
     pub cut_connections: u64,
+}
+
+/// A window changed state (or was reviewed): `window.requested`, `window.approved`,
+/// `window.active`, `window.expired`, `window.denied`, `window.revoked`,
+/// `window.reviewed`. `identity` is who did it (`system` for the clock).
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowEvent {
+    #[serde(skip)]
+    pub event: &'static str,
+    pub identity: String,
+    pub src_ip: Option<IpAddr>,
+    pub window: String,
+    pub state: &'static str,
+    pub requester: String,
+    pub approver: Option<String>,
+    pub services: Vec<String>,
+    pub sources: Vec<String>,
+    pub start: String,
+    pub end: String,
+    pub reason: String,
+    pub self_approved: bool,
+    pub note: Option<String>,
+}
+
+impl WindowEvent {
+    pub fn from_window(
+        event: &str,
+        w: &crate::windows::Window,
+        identity: &str,
+        src_ip: Option<IpAddr>,
+        note: Option<&str>,
+        log: &super::AuditLog,
+    ) -> Self {
+        let event = match event {
+            "requested" => "window.requested",
+            "approved" => "window.approved",
+            "active" => "window.active",
+            "expired" => "window.expired",
+            "denied" => "window.denied",
+            "revoked" => "window.revoked",
+            _ => "window.reviewed",
+        };
+        WindowEvent {
+            event,
+            identity: identity.to_string(),
+            src_ip,
+            window: w.id.clone(),
+            state: w.state.as_str(),
+            requester: w.requester.clone(),
+            approver: w.approver.clone(),
+            services: w.services.clone(),
+            sources: w.sources.iter().map(|n| n.to_string()).collect(),
+            start: log.format_ts(w.start),
+            end: log.format_ts(w.end),
+            reason: w.reason.clone(),
+            self_approved: w.self_approved,
+            note: note.map(str::to_string),
+        }
+    }
+
+    pub fn event_name(&self) -> &'static str {
+        self.event
+    }
+}
+
+/// A request to the admin API with a missing or wrong token. `identity` is the account
+/// the token claimed (its `name.` prefix), if any; never the token.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthFailed {
+    pub identity: Option<String>,
+    pub src_ip: IpAddr,
+    pub reason: &'static str,
+}
+
+/// An account or a source locked out after repeated failures (DH-1.13.6).
+#[derive(Debug, Clone, Serialize)]
+pub struct Lockout {
+    pub identity: Option<String>,
+    pub src_ip: IpAddr,
+    /// `account` or `source`: what is locked.
+    pub locked: &'static str,
+    pub until: String,
 }

@@ -10,6 +10,7 @@ mod units;
 mod validate;
 
 pub use units::{parse_duration, parse_size};
+pub use validate::parse_cidr;
 
 use crate::policy::Policy;
 use crate::tls::{CertInfo, MinVersion};
@@ -25,6 +26,10 @@ pub struct Config {
     pub tls: TlsSettings,
     pub log: LogSettings,
     pub policy: Policy,
+    /// The admin listener, if configured.
+    pub admin: Option<AdminSettings>,
+    pub windows: WindowSettings,
+    pub accounts: Vec<Account>,
     /// Accepted but worth a look: plaintext upstreams, self-signed certs.
     pub warnings: Vec<String>,
 }
@@ -72,6 +77,59 @@ pub struct LogSettings {
     pub sync: SyncMode,
     pub on_full: OnFull,
     pub http_requests: bool,
+}
+
+pub struct AdminSettings {
+    pub bind: std::net::SocketAddr,
+    pub allow: crate::policy::IpSet,
+    pub allow_sources: Vec<String>,
+    pub lockout: LockoutSettings,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutSettings {
+    pub failures: u32,
+    pub window: Duration,
+    pub duration: Duration,
+}
+
+pub struct WindowSettings {
+    pub allow_self_approval: bool,
+    pub webhook: Option<http::Uri>,
+    pub max_prefix_v4: u8,
+    pub max_prefix_v6: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Approves, denies, revokes, reviews; changes blocks; reloads.
+    Admin,
+    /// Requests windows for its own services only.
+    Vendor,
+    /// Reads.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Vendor => "vendor",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// One person's credential (never shared: KL-玖.二.(二)2).
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token as sent.
+    pub token_sha256: [u8; 32],
+    pub vendor: Option<String>,
+    /// For vendors: the services they may request windows for.
+    pub services: Vec<String>,
 }
 
 /// Whether loading may write files (the quickstart's self-signed certificate).

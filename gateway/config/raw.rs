@@ -26,6 +26,48 @@ pub struct RawConfig {
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "service")]
     pub services: Vec<RawService>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub windows: RawWindows,
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: String,
+    /// Set names or CIDRs that may reach the admin listener at all.
+    pub allow: Vec<String>,
+    /// Failed logins (per account and per source) before a lockout (DH-1.13.6).
+    pub lockout_failures: Option<u32>,
+    /// The span in which those failures count.
+    pub lockout_window: Option<String>,
+    /// How long a lockout lasts.
+    pub lockout_duration: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindows {
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    pub webhook: Option<String>,
+    /// Widest IPv4 source a window may open (default 24: a /24).
+    pub max_source_prefix_v4: Option<u8>,
+    /// Widest IPv6 source a window may open (default 56).
+    pub max_source_prefix_v6: Option<u8>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub name: String,
+    pub role: String,
+    pub token_sha256: String,
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

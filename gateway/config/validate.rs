@@ -370,6 +370,13 @@ pub(super) fn validate(
         }
     }
 
+    let admin = raw
+        .admin
+        .as_ref()
+        .map(|a| validate_admin(&mut cx, a, &sets, &listeners));
+    let windows = validate_windows(&mut cx, &raw);
+    let accounts = validate_accounts(&mut cx, &raw, &services);
+
     if !cx.errors.is_empty() {
         return Err(ConfigErrors(cx.errors));
     }
@@ -380,6 +387,9 @@ pub(super) fn validate(
         tls,
         log,
         policy,
+        admin,
+        windows,
+        accounts,
         warnings: cx.warnings,
     })
 }
@@ -602,28 +612,7 @@ fn validate_service(
         }
     }
 
-    let mut allow = IpSet::default();
-    for (j, a) in s.allow.iter().enumerate() {
-        if a == "blocked" {
-            cx.err(
-                format!("{key}.allow[{j}]"),
-                "the `blocked` set cannot be allowed",
-            );
-        } else if let Some(set) = sets.get(a.as_str()) {
-            allow = allow.union(set);
-        } else if a.contains('/') || a.parse::<std::net::IpAddr>().is_ok() {
-            match parse_cidr(a) {
-                Ok(n) => allow = allow.union(&IpSet::new(&[n])),
-                Err(e) => cx.err(format!("{key}.allow[{j}]"), e),
-            }
-        } else {
-            let known: Vec<_> = sets.keys().copied().collect();
-            cx.err(
-                format!("{key}.allow[{j}]"),
-                format!("unknown ip set {a:?} (sets: {})", known.join(", ")),
-            );
-        }
-    }
+    let allow = resolve_sources(cx, &format!("{key}.allow"), &s.allow, sets);
 
     let window_max = s
         .window_max
@@ -729,4 +718,217 @@ fn validate_service(
         idle_timeout,
         upstream_timeout,
     })
+}
+
+/// Resolve a list of set names and CIDRs into one set.
+fn resolve_sources(cx: &mut Ctx, key: &str, list: &[String], sets: &HashMap<&str, IpSet>) -> IpSet {
+    let mut out = IpSet::default();
+    for (j, a) in list.iter().enumerate() {
+        if a == "blocked" {
+            cx.err(format!("{key}[{j}]"), "the `blocked` set cannot be allowed");
+        } else if let Some(set) = sets.get(a.as_str()) {
+            out = out.union(set);
+        } else if a.contains('/') || a.parse::<std::net::IpAddr>().is_ok() {
+            match parse_cidr(a) {
+                Ok(n) => out = out.union(&IpSet::new(&[n])),
+                Err(e) => cx.err(format!("{key}[{j}]"), e),
+            }
+        } else {
+            let mut known: Vec<_> = sets.keys().copied().collect();
+            known.sort_unstable();
+            cx.err(
+                format!("{key}[{j}]"),
+                format!("unknown ip set {a:?} (sets: {})", known.join(", ")),
+            );
+        }
+    }
+    out
+}
+
+fn validate_admin(
+    cx: &mut Ctx,
+    a: &super::raw::RawAdmin,
+    sets: &HashMap<&str, IpSet>,
+    listeners: &[Listener],
+) -> AdminSettings {
+    let bind = match a.bind.parse::<SocketAddr>() {
+        Ok(b) => {
+            if let Some(l) = listeners.iter().find(|l| l.bind == b) {
+                cx.err(
+                    "admin.bind",
+                    format!("{b} is already the bind of listener {:?}", l.name),
+                );
+            }
+            b
+        }
+        Err(_) => {
+            cx.err(
+                "admin.bind",
+                format!(
+                    "{:?} is not an address:port (e.g. \"127.0.0.1:9443\")",
+                    a.bind
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    if a.allow.is_empty() {
+        cx.err(
+            "admin.allow",
+            "an empty list lets nobody reach the admin listener; name the maintenance sources",
+        );
+    }
+    let allow = resolve_sources(cx, "admin.allow", &a.allow, sets);
+    let failures = a.lockout_failures.unwrap_or(5);
+    if failures == 0 {
+        cx.err("admin.lockout_failures", "must be at least 1");
+    }
+    let fifteen = Duration::from_secs(15 * 60);
+    let lockout = LockoutSettings {
+        failures: failures.max(1),
+        window: cx.duration("admin.lockout_window", a.lockout_window.as_deref(), fifteen),
+        duration: cx.duration(
+            "admin.lockout_duration",
+            a.lockout_duration.as_deref(),
+            fifteen,
+        ),
+    };
+    AdminSettings {
+        bind,
+        allow,
+        allow_sources: a.allow.clone(),
+        lockout,
+    }
+}
+
+fn validate_windows(cx: &mut Ctx, raw: &RawConfig) -> WindowSettings {
+    let w = &raw.windows;
+    let webhook = match w.webhook.as_deref().map(|u| u.parse::<http::Uri>()) {
+        None => None,
+        Some(Ok(u)) if u.scheme_str() == Some("https") && u.host().is_some() => Some(u),
+        Some(Ok(u)) if u.scheme_str() == Some("http") && u.host().is_some() => {
+            cx.warn(
+                "windows.webhook",
+                "is plaintext http://: window notices travel unencrypted",
+            );
+            Some(u)
+        }
+        Some(_) => {
+            cx.err(
+                "windows.webhook",
+                "must be an https:// (or http://) URL with a host",
+            );
+            None
+        }
+    };
+    let v4 = w.max_source_prefix_v4.unwrap_or(24);
+    let v6 = w.max_source_prefix_v6.unwrap_or(56);
+    if v4 > 32 {
+        cx.err("windows.max_source_prefix_v4", "must be 0-32");
+    }
+    if v6 > 128 {
+        cx.err("windows.max_source_prefix_v6", "must be 0-128");
+    }
+    if w.allow_self_approval {
+        cx.warn(
+            "windows.allow_self_approval",
+            "requesters may approve their own windows; each is flagged for review (DH-1.3.3)",
+        );
+    }
+    WindowSettings {
+        allow_self_approval: w.allow_self_approval,
+        webhook,
+        max_prefix_v4: v4.min(32),
+        max_prefix_v6: v6.min(128),
+    }
+}
+
+fn validate_accounts(cx: &mut Ctx, raw: &RawConfig, services: &[Service]) -> Vec<Account> {
+    let mut out: Vec<Account> = Vec::new();
+    for (i, a) in raw.accounts.iter().enumerate() {
+        let key = format!("account[{i}]");
+        if !valid_name(&a.name) {
+            cx.err(
+                format!("{key}.name"),
+                format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", a.name),
+            );
+        } else if a.name.contains('.') {
+            cx.err(
+                format!("{key}.name"),
+                "must not contain '.': tokens are `name.secret`",
+            );
+        }
+        if out.iter().any(|o| o.name == a.name) {
+            cx.err(
+                format!("{key}.name"),
+                format!("duplicate account {:?}: one account per person", a.name),
+            );
+        }
+        let role = match a.role.as_str() {
+            "admin" => Role::Admin,
+            "vendor" => Role::Vendor,
+            "viewer" => Role::Viewer,
+            other => {
+                cx.err(
+                    format!("{key}.role"),
+                    format!("{other:?} must be \"admin\", \"vendor\" or \"viewer\""),
+                );
+                Role::Viewer
+            }
+        };
+        let hash = crate::admin::auth::parse_hex32(&a.token_sha256);
+        if hash.is_none() {
+            cx.err(
+                format!("{key}.token_sha256"),
+                "must be 64 hex digits (`menshen token` prints one)",
+            );
+        }
+        let hash = hash.unwrap_or([0u8; 32]);
+        if hash != [0u8; 32] && out.iter().any(|o| o.token_sha256 == hash) {
+            cx.err(
+                format!("{key}.token_sha256"),
+                "the same token as another account: no shared credentials",
+            );
+        }
+        if role == Role::Vendor {
+            if a.vendor.as_deref().unwrap_or("").is_empty() {
+                cx.err(
+                    format!("{key}.vendor"),
+                    "a vendor account names its company",
+                );
+            }
+            if a.services.is_empty() {
+                cx.err(
+                    format!("{key}.services"),
+                    "a vendor account lists the services it may request",
+                );
+            }
+            for (j, s) in a.services.iter().enumerate() {
+                match services.iter().find(|x| x.name == *s) {
+                    None => cx.err(
+                        format!("{key}.services[{j}]"),
+                        format!("unknown service {s:?}"),
+                    ),
+                    Some(x) if x.window_max.is_none() => cx.err(
+                        format!("{key}.services[{j}]"),
+                        format!("service {s:?} has no window_max: windows can never open it"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        } else if a.vendor.is_some() || !a.services.is_empty() {
+            cx.err(
+                format!("{key}.services"),
+                "only vendor accounts take `vendor` and `services`",
+            );
+        }
+        out.push(Account {
+            name: a.name.clone(),
+            role,
+            token_sha256: hash,
+            vendor: a.vendor.clone(),
+            services: a.services.clone(),
+        });
+    }
+    out
 }

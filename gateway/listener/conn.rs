@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::sync::CancellationToken;
 
 /// Why an allowed connection ended; the names are the log's `close_reason` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,10 @@ pub struct ConnRecord {
     close_reason: AtomicU8,
     /// The upstream's address, once a request has reached it.
     pub upstream: OnceLock<SocketAddr>,
+    /// Cancelled when the window this connection rides closes; never for others.
+    pub cut: CancellationToken,
+    /// The service's idle timeout.
+    pub idle: Duration,
     shared: Arc<Shared>,
 }
 
@@ -92,6 +97,36 @@ impl ConnRecord {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Resolves once no byte has moved either way for `idle` (checked a few times per
+    /// period, from the byte counters: nothing is timed on the data path).
+    pub async fn idle_for(&self, idle: Duration) {
+        let check = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        let mut last = self.counts.total();
+        let mut quiet_since = Instant::now();
+        loop {
+            tokio::time::sleep(check).await;
+            let total = self.counts.total();
+            if total != last {
+                last = total;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= idle {
+                return;
+            }
+        }
+    }
+
+    /// Resolves when the connection must close now: shutdown's deadline, or the end
+    /// of its window (then the close reason says so and the cut is counted).
+    pub async fn must_close(&self) {
+        tokio::select! {
+            _ = self.shared.stop_now.cancelled() => self.set_close_reason(CloseReason::Shutdown),
+            _ = self.cut.cancelled() => {
+                self.set_close_reason(CloseReason::WindowEnded);
+                self.shared.metrics.window_cuts.inc();
+            }
+        }
     }
 }
 
@@ -225,6 +260,12 @@ pub(super) async fn handle(
         counts,
         close_reason: AtomicU8::new(0),
         upstream: OnceLock::new(),
+        cut: decision
+            .window
+            .and_then(|w| policy.windows.get(w))
+            .map(|w| w.cut.clone())
+            .unwrap_or_default(),
+        idle: service.idle_timeout,
         shared: shared.clone(),
     });
     serve(tls, record, policy.clone(), service_id).await;
@@ -330,6 +371,7 @@ async fn record_open(
     hello: &Hello,
     d: &Decision,
 ) {
+    let window = d.window.and_then(|w| policy.windows.get(w));
     let listener = &policy.listeners[lid].name;
     let service = d.service.map(|s| policy.services[s].name.clone());
     shared
@@ -357,8 +399,8 @@ async fn record_open(
             zone_to: d.zone_to.map(|z| policy.zones[z].name.clone()),
             action: d.action.as_str(),
             reason: d.reason.as_str(),
-            window: None,
-            identity: None,
+            window: window.map(|w| w.id.to_string()),
+            identity: window.map(|w| w.requester.to_string()),
             tls_version: hello.tls_version,
             sni: hello.sni.clone(),
         }))
@@ -382,12 +424,8 @@ async fn serve(
         .serve_connection_with_upgrades(TokioIo::new(tls), svc);
     tokio::pin!(conn);
 
-    // Idle: no byte in either direction for `idle`; checked a few times per period.
-    let check_every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
-    let mut last_total = record.counts.total();
-    let mut quiet_since = Instant::now();
-    let mut ticker = tokio::time::interval(check_every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = record.idle_for(idle);
+    tokio::pin!(idle);
     let mut draining = false;
     loop {
         tokio::select! {
@@ -404,19 +442,10 @@ async fn serve(
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = shared.stop_now.cancelled() => {
-                record.set_close_reason(CloseReason::Shutdown);
+            _ = record.must_close() => break,
+            _ = &mut idle => {
+                record.set_close_reason(CloseReason::Idle);
                 break;
-            }
-            _ = ticker.tick() => {
-                let total = record.counts.total();
-                if total != last_total {
-                    last_total = total;
-                    quiet_since = Instant::now();
-                } else if quiet_since.elapsed() >= idle {
-                    record.set_close_reason(CloseReason::Idle);
-                    break;
-                }
             }
         }
     }

@@ -19,6 +19,10 @@ pub struct Metrics {
     /// Times a sender found the log queue full and had to wait.
     pub log_queue_full: IntCounter,
     pub build_info: IntGaugeVec,
+    /// Windows per state (set when scraped, from the store).
+    pub windows: IntGaugeVec,
+    /// Connections cut because the window they rode ended, was revoked or denied.
+    pub window_cuts: IntCounter,
 }
 
 impl Metrics {
@@ -92,6 +96,11 @@ impl Metrics {
                 "build_info",
                 "Always 1; the version as a label.",
                 &["version"],
+            )?,
+            windows: gauge_vec("windows", "Access windows by state.", &["state"])?,
+            window_cuts: counter(
+                "window_cuts_total",
+                "Connections cut at the end of their window.",
             )?,
             registry,
         };

@@ -19,13 +19,10 @@ impl IpSet {
         let mut v4: Vec<Ipv4Net> = Vec::new();
         let mut v6: Vec<Ipv6Net> = Vec::new();
         for net in nets {
-            match net.trunc() {
-                IpNet::V4(n) => v4.push(n),
-                // An IPv4-mapped IPv6 network is matched as the IPv4 network it maps.
-                IpNet::V6(n) => match mapped_v4_net(&n) {
-                    Some(m) => v4.push(m),
-                    None => v6.push(n),
-                },
+            // An IPv4-mapped IPv6 network is matched as the IPv4 network it maps.
+            match as_v4_or_v6(net) {
+                Ok(n) => v4.push(n),
+                Err(n) => v6.push(n),
             }
         }
         let v4 = Ipv4Net::aggregate(&v4)
@@ -78,6 +75,14 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
             None => ip,
         },
         v4 => v4,
+    }
+}
+
+/// A network as IPv4 (IPv4-mapped IPv6 networks included) or as IPv6.
+pub(super) fn as_v4_or_v6(net: &IpNet) -> Result<Ipv4Net, Ipv6Net> {
+    match net.trunc() {
+        IpNet::V4(n) => Ok(n),
+        IpNet::V6(n) => mapped_v4_net(&n).ok_or(n),
     }
 }
 

@@ -5,16 +5,23 @@
 //! is a pure function of the snapshot and the connection: no I/O, no locks, no
 //! allocation, so it is exhaustively unit-tested and benchmarked (`benches/decide.rs`).
 //!
+//! The snapshot is two parts behind `Arc`s: the rules from the config, and the open
+//! access windows; a window change builds a new snapshot sharing the same rules.
+//!
 //! Order of checks (deny by default):
 //! ```text
-//! blocked set ─▶ route (listener + SNI) ─▶ zone rule from→to ─▶ service allowlist
-//!   blocked        no-route                 zone-deny /            allowlist /
-//!                                           window (no window)     not-allowed
+//! blocked set ─▶ route (listener + SNI) ─▶ zone rule from→to ─▶ allowlist (allow rule only)
+//!   blocked        no-route                 zone-deny             ─▶ open window covering
+//!                                                                    source + service
+//!                                                                  allowlist / window /
+//!                                                                  not-allowed
 //! ```
 
 mod ipset;
+mod windows;
 
 pub use ipset::{normalize, IpSet};
+pub use windows::{OpenWindow, WindowIndex, WindowRef};
 
 use crate::proxy::Upstream;
 use std::collections::HashMap;
@@ -101,8 +108,22 @@ pub struct Service {
 }
 
 /// The whole decision state at one moment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Policy {
+    rules: Arc<Rules>,
+    pub windows: Arc<WindowIndex>,
+}
+
+impl std::ops::Deref for Policy {
+    type Target = Rules;
+    fn deref(&self) -> &Rules {
+        &self.rules
+    }
+}
+
+/// What the config decides: zones, listeners, services, sets.
+#[derive(Debug)]
+pub struct Rules {
     pub zones: Vec<Zone>,
     pub listeners: Vec<Listener>,
     pub services: Vec<Service>,
@@ -182,6 +203,8 @@ pub struct Decision {
     pub service: Option<ServiceId>,
     pub zone_from: ZoneId,
     pub zone_to: Option<ZoneId>,
+    /// The open window that let the connection in (reason `window`).
+    pub window: Option<WindowRef>,
 }
 
 impl Decision {
@@ -193,6 +216,7 @@ impl Decision {
             service: None,
             zone_from,
             zone_to: None,
+            window: None,
         }
     }
 
@@ -201,9 +225,9 @@ impl Decision {
     }
 }
 
-/// Decide a connection from the policy snapshot alone. `now` is unused until access
-/// windows exist; it is part of the signature so callers pass the clock explicitly.
-pub fn decide(policy: &Policy, conn: &ConnInfo<'_>, _now: jiff::Timestamp) -> Decision {
+/// Decide a connection from the policy snapshot alone, at `now` (windows are open in
+/// `[start, end)`).
+pub fn decide(policy: &Policy, conn: &ConnInfo<'_>, now: jiff::Timestamp) -> Decision {
     let zone_from = policy.listeners[conn.listener].zone;
     if policy.blocked.contains(conn.src) {
         return Decision::deny(zone_from, Reason::Blocked);
@@ -212,26 +236,30 @@ pub fn decide(policy: &Policy, conn: &ConnInfo<'_>, _now: jiff::Timestamp) -> De
         return Decision::deny(zone_from, Reason::NoRoute);
     };
     let service = &policy.services[service_id];
-    let decision = |action, reason| Decision {
+    let decision = |action, reason, window| Decision {
         action,
         reason,
         service: Some(service_id),
         zone_from,
         zone_to: Some(service.zone),
+        window,
     };
     match policy.access(zone_from, service.zone) {
-        Access::Deny => decision(Action::Deny, Reason::ZoneDeny),
-        // Only an active window opens a `window` pair; windows come with the window store.
-        Access::Window => decision(Action::Deny, Reason::NotAllowed),
+        Access::Deny => decision(Action::Deny, Reason::ZoneDeny, None),
         Access::Allow if service.allow.contains(conn.src) => {
-            decision(Action::Allow, Reason::Allowlist)
+            decision(Action::Allow, Reason::Allowlist, None)
         }
-        Access::Allow => decision(Action::Deny, Reason::NotAllowed),
+        // A window opens a `window` pair, and an `allow` pair to sources outside the list.
+        Access::Allow | Access::Window => match policy.windows.find(service_id, conn.src, now) {
+            Some(w) => decision(Action::Allow, Reason::Window, Some(w)),
+            None => decision(Action::Deny, Reason::NotAllowed, None),
+        },
     }
 }
 
 impl Policy {
-    /// Assemble a snapshot. `rules` are (from, to, access); unlisted pairs deny.
+    /// Assemble a snapshot with no open windows. `rules` are (from, to, access);
+    /// unlisted pairs deny.
     pub fn new(
         zones: Vec<Zone>,
         listeners: Vec<Listener>,
@@ -250,16 +278,30 @@ impl Policy {
                 routes[s.listener].insert(h.to_ascii_lowercase(), id);
             }
         }
-        Policy {
+        let rules = Rules {
             zones,
             listeners,
             services,
             blocked,
             matrix,
             routes,
+        };
+        Policy {
+            rules: Arc::new(rules),
+            windows: Arc::new(WindowIndex::default()),
         }
     }
 
+    /// The same rules with another set of open windows.
+    pub fn with_windows(&self, windows: WindowIndex) -> Policy {
+        Policy {
+            rules: self.rules.clone(),
+            windows: Arc::new(windows),
+        }
+    }
+}
+
+impl Rules {
     #[inline]
     pub fn access(&self, from: ZoneId, to: ZoneId) -> Access {
         self.matrix[from * self.zones.len() + to]

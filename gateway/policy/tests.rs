@@ -246,6 +246,7 @@ fn allow(service: ServiceId, zone_from: ZoneId, zone_to: ZoneId) -> Decision {
         service: Some(service),
         zone_from,
         zone_to: Some(zone_to),
+        window: None,
     }
 }
 
@@ -256,6 +257,7 @@ fn deny_at(reason: Reason, service: ServiceId, zone_from: ZoneId, zone_to: ZoneI
         service: Some(service),
         zone_from,
         zone_to: Some(zone_to),
+        window: None,
     }
 }
 
@@ -987,6 +989,7 @@ impl<'a> RefPolicy<'a> {
             service: None,
             zone_from: from,
             zone_to: None,
+            window: None,
         };
         if ref_contains(&self.blocked, src) {
             return deny(Reason::Blocked);
@@ -1015,6 +1018,7 @@ impl<'a> RefPolicy<'a> {
             service: Some(id),
             zone_from: from,
             zone_to: Some(to),
+            window: None,
         }
     }
 }

@@ -291,14 +291,14 @@ fn tunnel(
         };
         let mut c = TokioIo::new(c);
         let mut u = TokioIo::new(u);
-        let shared = record.shared().clone();
         tokio::select! {
             r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
                 if r.is_err() {
                     record.set_close_reason(CloseReason::Error);
                 }
             }
-            _ = shared.stop_now.cancelled() => record.set_close_reason(CloseReason::Shutdown),
+            _ = record.must_close() => {}
+            _ = record.idle_for(record.idle) => record.set_close_reason(CloseReason::Idle),
         }
     });
 }

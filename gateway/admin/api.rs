@@ -1,0 +1,631 @@
+//! The admin API: JSON over TLS, `Authorization: Bearer TOKEN`.
+//!
+//! `GET /healthz` and `GET /metrics` need no token (only `[admin].allow` sources reach
+//! this listener at all). Everything under `/api/v1/` does; errors are
+//! `{"error": "...", "code": "..."}` with 400 (bad field), 401, 403, 404, 409, 413,
+//! 429 (locked out), 501 (not in this version), 500 (store failure).
+
+use super::activity::{self, Activity};
+use super::auth::{self, Lockout, Subject};
+use crate::audit::{AuditLog, AuthFailed, Event, Lockout as LockoutRecord};
+use crate::config::{Account, Role, WindowSettings};
+use crate::policy::Policy;
+use crate::windows::{Action, Actor, ManagerError, State, Window, WindowManager};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest request body the API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Everything the API needs; shared by all admin connections.
+pub struct AdminState {
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub accounts: Vec<Account>,
+    pub lockout: Lockout,
+    pub windows: Arc<WindowManager>,
+    pub settings: WindowSettings,
+    pub tz: jiff::tz::TimeZone,
+    pub log: AuditLog,
+    pub log_dir: PathBuf,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+pub type ApiResponse = Response<Full<Bytes>>;
+
+/// A failed request, answered as `{"error", "code"}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<ManagerError> for ApiError {
+    fn from(e: ManagerError) -> Self {
+        match e {
+            ManagerError::NotFound(_) => ApiError::not_found(e.to_string()),
+            ManagerError::Transition(t) => {
+                ApiError::new(StatusCode::CONFLICT, "wrong_state", t.to_string())
+            }
+            ManagerError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            ManagerError::Store(s) => {
+                tracing::error!(error = %s, "window store failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store",
+                    "the window store failed; see the gateway's log",
+                )
+            }
+        }
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> ApiResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        header::HeaderValue::from_static("max-age=31536000"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn error_response(e: ApiError) -> ApiResponse {
+    json(
+        e.status,
+        &serde_json::json!({ "error": e.message, "code": e.code }),
+    )
+}
+
+fn text(body: String, content_type: &'static str) -> ApiResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// Answer one request from `src`.
+pub async fn handle<B>(state: Arc<AdminState>, req: Request<B>, src: IpAddr) -> ApiResponse
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text("ok\n".into(), "text/plain; charset=utf-8"),
+        (&Method::GET, "/metrics") => metrics(&state).await,
+        (_, p) if p.starts_with("/api/") => match api(&state, req, src).await {
+            Ok(r) => r,
+            Err(e) => error_response(e),
+        },
+        _ => error_response(ApiError::not_found("no such path")),
+    }
+}
+
+async fn metrics(state: &AdminState) -> ApiResponse {
+    match state.windows.counts().await {
+        Ok(counts) => {
+            for s in State::ALL {
+                let n = counts.get(&s).copied().unwrap_or(0);
+                state
+                    .metrics
+                    .windows
+                    .with_label_values(&[s.as_str()])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count windows for /metrics"),
+    }
+    let encoder = prometheus::TextEncoder::new();
+    let body = encoder
+        .encode_to_string(&state.metrics.registry.gather())
+        .unwrap_or_default();
+    text(body, "text/plain; version=0.0.4; charset=utf-8")
+}
+
+/// Authenticate (with lockout), then route.
+async fn api<B>(state: &AdminState, req: Request<B>, src: IpAddr) -> Result<ApiResponse, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let now = jiff::Timestamp::now();
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let claimed = token
+        .and_then(auth::claimed_name)
+        .filter(|n| state.accounts.iter().any(|a| a.name == *n));
+    let mut subjects = vec![Subject::Source(src)];
+    if let Some(n) = claimed {
+        subjects.push(Subject::Account(n.to_string()));
+    }
+    if let Some(until) = state.lockout.locked(&subjects, now) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked_out",
+            format!(
+                "too many failed logins; locked until {}",
+                crate::audit::format_ts(until, &state.tz)
+            ),
+        ));
+    }
+    let Some(account) = token.and_then(|t| auth::authenticate(&state.accounts, t)) else {
+        let newly = state.lockout.fail(&subjects, now);
+        let reason = if token.is_none() {
+            "missing-token"
+        } else {
+            "bad-token"
+        };
+        state
+            .log
+            .record(Event::AuthFailed(AuthFailed {
+                identity: claimed.map(str::to_string),
+                src_ip: src,
+                reason,
+            }))
+            .await;
+        for (subject, until) in newly {
+            let (identity, locked) = match &subject {
+                Subject::Account(a) => (Some(a.clone()), "account"),
+                Subject::Source(_) => (claimed.map(str::to_string), "source"),
+            };
+            tracing::warn!(subject = %subject.describe(), "admin lockout");
+            state
+                .log
+                .record(Event::Lockout(LockoutRecord {
+                    identity,
+                    src_ip: src,
+                    locked,
+                    until: crate::audit::format_ts(until, &state.tz),
+                }))
+                .await;
+        }
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        ));
+    };
+    state
+        .lockout
+        .succeed(&[Subject::Source(src), Subject::Account(account.name.clone())]);
+    let actor = Actor {
+        name: account.name.clone(),
+        src: Some(src),
+    };
+
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().clone();
+    let segments: Vec<&str> = path
+        .trim_start_matches("/api/v1/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["windows"]) => list(state, account, &query).await,
+        (Method::POST, ["windows"]) => {
+            let body = read_json::<CreateWindow, B>(req).await?;
+            create(state, account, &actor, body).await
+        }
+        (Method::GET, ["windows", id]) => show(state, account, id).await,
+        (Method::POST, ["windows", id, verb]) => {
+            let action = match *verb {
+                "approve" => Action::Approve,
+                "deny" => Action::Deny,
+                "revoke" => Action::Revoke,
+                "review" => Action::Review,
+                _ => {
+                    return Err(ApiError::not_found(format!(
+                        "no action {verb:?} (approve, deny, revoke, review)"
+                    )))
+                }
+            };
+            let body = read_json::<ActBody, B>(req).await?;
+            act(state, account, &actor, id, action, body).await
+        }
+        (_, ["connections"] | ["blocks"] | ["reload"]) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "not in this version of Menshen",
+        )),
+        (_, ["windows", ..]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            "method not allowed here",
+        )),
+        _ => Err(ApiError::not_found("no such API path")),
+    }
+}
+
+/// Read a bounded JSON body; an empty body is `{}`. Errors name the field.
+async fn read_json<T: for<'de> Deserialize<'de>, B>(req: Request<B>) -> Result<T, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let body = tokio::time::timeout(
+        Duration::from_secs(30),
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the body did not arrive in time",
+        )
+    })?
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("bodies are at most {MAX_BODY} bytes"),
+        )
+    })?
+    .to_bytes();
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::bad(format!("body: {}", e.inner()))
+        } else {
+            ApiError::bad(format!("{path}: {}", e.inner()))
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWindow {
+    pub services: Vec<String>,
+    pub sources: Vec<String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub duration: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActBody {
+    pub note: Option<String>,
+}
+
+/// A window as the API shows it; the CLI reads the same shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowView {
+    pub id: String,
+    pub state: String,
+    pub requester: String,
+    pub approver: Option<String>,
+    pub services: Vec<String>,
+    pub sources: Vec<String>,
+    pub start: String,
+    pub end: String,
+    pub reason: String,
+    pub self_approved: bool,
+    pub pending_review: bool,
+    pub requested_at: String,
+    pub approved_at: Option<String>,
+    pub activated_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub end_note: Option<String>,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<String>,
+    pub review_note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
+}
+
+impl WindowView {
+    pub fn new(w: &Window, tz: &jiff::tz::TimeZone) -> Self {
+        let f = |t: jiff::Timestamp| crate::audit::format_ts(t, tz);
+        WindowView {
+            id: w.id.clone(),
+            state: w.state.as_str().into(),
+            requester: w.requester.clone(),
+            approver: w.approver.clone(),
+            services: w.services.clone(),
+            sources: w.sources.iter().map(|n| n.to_string()).collect(),
+            start: f(w.start),
+            end: f(w.end),
+            reason: w.reason.clone(),
+            self_approved: w.self_approved,
+            pending_review: w.pending_review(),
+            requested_at: f(w.requested_at),
+            approved_at: w.approved_at.map(f),
+            activated_at: w.activated_at.map(f),
+            ended_at: w.ended_at.map(f),
+            end_note: w.end_note.clone(),
+            reviewed_by: w.review.as_ref().map(|r| r.by.clone()),
+            reviewed_at: w.review.as_ref().map(|r| f(r.at)),
+            review_note: w.review.as_ref().map(|r| r.note.clone()),
+            activity: None,
+        }
+    }
+}
+
+async fn list(state: &AdminState, account: &Account, query: &str) -> Result<ApiResponse, ApiError> {
+    let mut states = Vec::new();
+    let mut pending_review = false;
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some(("state", "pending_review")) => pending_review = true,
+            Some(("state", v)) => {
+                for s in v.split(',') {
+                    states.push(State::parse(s).ok_or_else(|| {
+                        ApiError::bad(format!("state: {s:?} is not one of requested, approved, active, expired, denied, revoked, pending_review"))
+                    })?);
+                }
+            }
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "unknown query parameter {kv:?} (use state=...)"
+                )))
+            }
+        }
+    }
+    let windows = state.windows.list(states).await?;
+    let views: Vec<WindowView> = windows
+        .iter()
+        .filter(|w| account.role != Role::Vendor || w.requester == account.name)
+        .filter(|w| !pending_review || w.pending_review())
+        .map(|w| WindowView::new(w, &state.tz))
+        .collect();
+    Ok(json(StatusCode::OK, &views))
+}
+
+async fn show(state: &AdminState, account: &Account, id: &str) -> Result<ApiResponse, ApiError> {
+    let w = state
+        .windows
+        .get(id)
+        .await?
+        .filter(|w| account.role != Role::Vendor || w.requester == account.name)
+        .ok_or_else(|| ApiError::not_found(format!("no window {id}")))?;
+    let mut view = WindowView::new(&w, &state.tz);
+    let (dir, tz, wid) = (state.log_dir.clone(), state.tz.clone(), w.id.clone());
+    let summary =
+        tokio::task::spawn_blocking(move || activity::summarize(&dir, &wid, w.start, w.end, &tz))
+            .await;
+    match summary {
+        Ok(Ok(a)) => view.activity = Some(a),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the log for a window summary"),
+        Err(e) => tracing::warn!(error = %e, "window summary task failed"),
+    }
+    Ok(json(StatusCode::OK, &view))
+}
+
+async fn act(
+    state: &AdminState,
+    account: &Account,
+    actor: &Actor,
+    id: &str,
+    action: Action,
+    body: ActBody,
+) -> Result<ApiResponse, ApiError> {
+    if account.role != Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "only admins may {} windows",
+            action.as_str()
+        )));
+    }
+    let note = body
+        .note
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if action == Action::Review && note.is_none() {
+        return Err(ApiError::bad("note: a review says what was checked"));
+    }
+    if note.as_ref().is_some_and(|n| n.chars().count() > 2000) {
+        return Err(ApiError::bad("note: at most 2000 characters"));
+    }
+    let w = state.windows.act(id, action, actor, note).await?;
+    Ok(json(StatusCode::OK, &WindowView::new(&w, &state.tz)))
+}
+
+/// A time as RFC 3339; without an offset it is in the gateway's time zone.
+pub fn parse_time(s: &str, tz: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Some(t);
+    }
+    let dt: jiff::civil::DateTime = s.parse().ok()?;
+    dt.to_zoned(tz.clone()).ok().map(|z| z.timestamp())
+}
+
+async fn create(
+    state: &AdminState,
+    account: &Account,
+    actor: &Actor,
+    req: CreateWindow,
+) -> Result<ApiResponse, ApiError> {
+    if account.role == Role::Viewer {
+        return Err(ApiError::forbidden("viewers cannot request windows"));
+    }
+    let policy = state.policy.load_full();
+    let w = build_window(state, &policy, account, req, jiff::Timestamp::now())?;
+    let w = state.windows.create(w, actor).await?;
+    Ok(json(StatusCode::CREATED, &WindowView::new(&w, &state.tz)))
+}
+
+/// Check a request against the rules and make the window.
+fn build_window(
+    state: &AdminState,
+    policy: &Policy,
+    account: &Account,
+    req: CreateWindow,
+    now: jiff::Timestamp,
+) -> Result<Window, ApiError> {
+    if req.services.is_empty() {
+        return Err(ApiError::bad("services: name at least one service"));
+    }
+    let mut services: Vec<String> = Vec::new();
+    let mut longest = Duration::MAX;
+    for (i, name) in req.services.iter().enumerate() {
+        let Some(svc) = policy.services.iter().find(|s| s.name == *name) else {
+            return Err(ApiError::bad(format!(
+                "services[{i}]: unknown service {name:?}"
+            )));
+        };
+        let Some(max) = svc.window_max else {
+            return Err(ApiError::bad(format!(
+                "services[{i}]: service {name:?} cannot be opened by a window (no window_max)"
+            )));
+        };
+        if account.role == Role::Vendor && !account.services.contains(name) {
+            return Err(ApiError::forbidden(format!(
+                "services[{i}]: vendor account {} may not request {name:?}",
+                account.name
+            )));
+        }
+        longest = longest.min(max);
+        if !services.contains(name) {
+            services.push(name.clone());
+        }
+    }
+    if req.sources.is_empty() || req.sources.len() > 64 {
+        return Err(ApiError::bad("sources: give 1 to 64 CIDRs"));
+    }
+    let mut sources = Vec::new();
+    for (i, s) in req.sources.iter().enumerate() {
+        let net = crate::config::parse_cidr(s)
+            .map_err(|e| ApiError::bad(format!("sources[{i}]: {e}")))?;
+        // An IPv4-mapped network counts as the IPv4 network it maps.
+        let (prefix, limit, family) = match net {
+            ipnet::IpNet::V4(n) => (n.prefix_len(), state.settings.max_prefix_v4, "IPv4"),
+            ipnet::IpNet::V6(n)
+                if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() =>
+            {
+                (n.prefix_len() - 96, state.settings.max_prefix_v4, "IPv4")
+            }
+            ipnet::IpNet::V6(n) => (n.prefix_len(), state.settings.max_prefix_v6, "IPv6"),
+        };
+        if prefix < limit {
+            return Err(ApiError::bad(format!("sources[{i}]: {net} is wider than /{limit}, the widest {family} source a window may open")));
+        }
+        sources.push(net);
+    }
+    let start = match &req.start {
+        None => now,
+        Some(s) => parse_time(s, &state.tz).ok_or_else(|| {
+            ApiError::bad(format!("start: {s:?} is not a time (RFC 3339, e.g. \"2026-11-21T14:00:00+08:00\", or local \"2026-11-21T14:00\")"))
+        })?,
+    };
+    if start < now - jiff::SignedDuration::from_secs(60) {
+        return Err(ApiError::bad("start: is in the past"));
+    }
+    let end = match (&req.end, &req.duration) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("end: give end or duration, not both")),
+        (None, None) => return Err(ApiError::bad("end: give end or duration")),
+        (Some(e), None) => parse_time(e, &state.tz)
+            .ok_or_else(|| ApiError::bad(format!("end: {e:?} is not a time")))?,
+        (None, Some(d)) => {
+            let d = crate::config::parse_duration(d)
+                .map_err(|e| ApiError::bad(format!("duration: {e}")))?;
+            let d = jiff::SignedDuration::try_from(d)
+                .map_err(|_| ApiError::bad("duration: too long"))?;
+            start
+                .checked_add(d)
+                .map_err(|_| ApiError::bad("duration: too long"))?
+        }
+    };
+    if end <= start {
+        return Err(ApiError::bad("end: must be after start"));
+    }
+    let length = Duration::try_from(end.duration_since(start)).unwrap_or(Duration::MAX);
+    if length > longest {
+        return Err(ApiError::bad(format!(
+            "end: the window is {}, longer than the {} its services allow (window_max)",
+            human(length),
+            human(longest)
+        )));
+    }
+    let reason = req.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > 2000 {
+        return Err(ApiError::bad(
+            "reason: say what work needs the access (1 to 2000 characters)",
+        ));
+    }
+    Ok(Window {
+        id: new_id().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "random", e))?,
+        state: State::Requested,
+        requester: account.name.clone(),
+        approver: None,
+        services,
+        sources,
+        start,
+        end,
+        reason,
+        self_approved: false,
+        requested_at: now,
+        approved_at: None,
+        activated_at: None,
+        ended_at: None,
+        end_note: None,
+        review: None,
+    })
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (h, 0, 0) => format!("{h}h"),
+        (0, m, 0) => format!("{m}m"),
+        (h, m, _) if h > 0 => format!("{h}h{m}m"),
+        (_, m, sec) => format!("{m}m{sec}s"),
+    }
+}
+
+/// `w-` and 10 random hex digits: short enough to type, unique across gateways.
+fn new_id() -> Result<String, String> {
+    let mut b = [0u8; 5];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| "the system random source failed".to_string())?;
+    Ok(format!("w-{}", auth::hex(&b)))
+}
