@@ -32,6 +32,10 @@ pub enum RunError {
     Metrics(#[from] prometheus::Error),
     #[error("signals: {0}")]
     Signal(std::io::Error),
+    #[error("{0}")]
+    Windows(#[from] crate::windows::ManagerError),
+    #[error("{0}")]
+    Store(#[from] crate::windows::StoreError),
 }
 
 pub async fn run(config_path: &Path) -> Result<(), RunError> {
@@ -46,6 +50,9 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         tls: tls_settings,
         log: log_settings,
         policy,
+        admin,
+        windows,
+        accounts,
         ..
     } = cfg;
     let certified = tls_settings
@@ -71,6 +78,29 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         bound.push((id, l.name.clone(), addr, sock));
     }
 
+    let admin_sock = match &admin {
+        Some(a) => {
+            let name = crate::admin::server::LISTENER.to_string();
+            let sock = TcpListener::bind(a.bind)
+                .await
+                .map_err(|source| RunError::Bind {
+                    name: name.clone(),
+                    addr: a.bind,
+                    source,
+                })?;
+            let addr = sock.local_addr().map_err(|source| RunError::Bind {
+                name,
+                addr: a.bind,
+                source,
+            })?;
+            Some((sock, addr))
+        }
+        None => None,
+    };
+    // The window store: a damaged or locked database stops the start, with its path.
+    let store: Arc<dyn crate::windows::WindowStore> =
+        Arc::new(crate::windows::SqliteStore::open(&gateway.state_dir)?);
+
     let metrics = Arc::new(Metrics::new()?);
     let (log, writer) = AuditLog::start(
         WriterSettings {
@@ -94,6 +124,28 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         tls_settings.handshake_timeout,
         log_settings.http_requests,
     );
+    let notifier = match &windows.webhook {
+        Some(url) => {
+            let roots = tls::upstream_roots(None)?;
+            Some(crate::windows::notify::Notifier::start(
+                url.clone(),
+                gateway.name.clone(),
+                tls::upstream_client_config(roots)?,
+            ))
+        }
+        None => None,
+    };
+    let manager = crate::windows::WindowManager::start(
+        store,
+        shared.policy.clone(),
+        log.clone(),
+        notifier,
+        windows.allow_self_approval,
+    )
+    .await?;
+    let timer_stop = tokio_util::sync::CancellationToken::new();
+    let timer = tokio::spawn(manager.clone().run(timer_stop.clone()));
+
     // `gateway.start` comes first in the log: only then are connections accepted
     // (the kernel queues any that arrive meanwhile).
     let described = bound
@@ -117,6 +169,30 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
             shared.clone(),
         )));
     }
+    if let (Some((sock, addr)), Some(a)) = (admin_sock, admin) {
+        let state = Arc::new(crate::admin::api::AdminState {
+            policy: shared.policy.clone(),
+            accounts,
+            lockout: crate::admin::auth::Lockout::new(a.lockout),
+            windows: manager.clone(),
+            settings: windows,
+            tz: gateway.timezone.clone(),
+            log: log.clone(),
+            log_dir: log_settings.dir.clone(),
+            metrics: shared.metrics.clone(),
+        });
+        println!(
+            "menshen: listener {} on {addr}",
+            crate::admin::server::LISTENER
+        );
+        let allow = Arc::new(a.allow);
+        loops.push(tokio::spawn(crate::admin::server::accept_loop(
+            sock,
+            shared.clone(),
+            state,
+            allow,
+        )));
+    }
     tracing::info!(gateway = %gateway.name, log = %log_settings.dir.display(), "serving");
 
     let reason = signals.wait_for_stop().await;
@@ -137,6 +213,9 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         shared.stop_now.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.tasks.wait()).await;
     }
+    timer_stop.cancel();
+    let _ = timer.await;
+    drop(manager);
     log.record(Event::GatewayStop(GatewayStop {
         version: env!("CARGO_PKG_VERSION"),
         reason,

@@ -4,3 +4,4 @@
 pub mod activity;
 pub mod api;
 pub mod auth;
+pub mod server;

@@ -1,6 +1,8 @@
 //! Command-line verbs: `run`, `check`, and `demo-upstream` for the quickstart.
 
+mod client;
 mod summary;
+mod window;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,6 +31,19 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print a fresh random token and its token_sha256 for an [[account]].
+    Token {
+        /// The account it is for (the token then starts with `NAME.`).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Access windows, through the admin API (MENSHEN_ADMIN_URL, MENSHEN_TOKEN).
+    Window {
+        #[command(flatten)]
+        conn: window::Connection,
+        #[command(subcommand)]
+        cmd: window::WindowCmd,
+    },
     /// A plain-HTTP upstream that echoes what it receives (for the quickstart).
     DemoUpstream {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -47,6 +62,8 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { config } => summary::check(&config),
+        Command::Token { account } => window::token(account),
+        Command::Window { conn, cmd } => with_runtime(window::run(conn, cmd)),
         Command::Run { config } => with_runtime(async move {
             match crate::server::run(&config).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -59,11 +59,11 @@ impl CloseReason {
 
 /// The client side of a connection, as the log names it.
 #[derive(Debug, Clone)]
-struct Peer {
-    conn: u64,
-    src: IpAddr,
-    src_port: u16,
-    dst: SocketAddr,
+pub(crate) struct Peer {
+    pub conn: u64,
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: SocketAddr,
 }
 
 /// An allowed connection. Dropping the last reference writes `conn.close`, so the
@@ -89,6 +89,40 @@ pub struct ConnRecord {
 }
 
 impl ConnRecord {
+    /// Start the record of an allowed connection (counted as active until dropped).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shared: &Arc<Shared>,
+        conn: u64,
+        listener: String,
+        service: String,
+        (src, src_port): (IpAddr, u16),
+        counts: Arc<ByteCounts>,
+        cut: CancellationToken,
+        idle: Duration,
+    ) -> Arc<Self> {
+        shared
+            .metrics
+            .connections_active
+            .with_label_values(&[&listener, &service])
+            .inc();
+        Arc::new(ConnRecord {
+            conn,
+            listener,
+            service,
+            src,
+            src_port,
+            start: jiff::Timestamp::now(),
+            started: Instant::now(),
+            counts,
+            close_reason: AtomicU8::new(0),
+            upstream: OnceLock::new(),
+            cut,
+            idle,
+            shared: shared.clone(),
+        })
+    }
+
     pub fn set_close_reason(&self, r: CloseReason) {
         let _ =
             self.close_reason
@@ -166,10 +200,10 @@ impl Drop for ConnRecord {
 
 /// What the pre-serve phases learned, for the `conn.open` record.
 #[derive(Default)]
-struct Hello {
-    proto: &'static str,
-    sni: Option<String>,
-    tls_version: Option<&'static str>,
+pub(crate) struct Hello {
+    pub proto: &'static str,
+    pub sni: Option<String>,
+    pub tls_version: Option<&'static str>,
 }
 
 pub(super) async fn handle(
@@ -244,30 +278,20 @@ pub(super) async fn handle(
     };
     let service = &policy.services[service_id];
     let listener_name = policy.listeners[lid].name.clone();
-    shared
-        .metrics
-        .connections_active
-        .with_label_values(&[&listener_name, &service.name])
-        .inc();
-    let record = Arc::new(ConnRecord {
-        conn: peer.conn,
-        listener: listener_name,
-        service: service.name.clone(),
-        src: peer.src,
-        src_port: peer.src_port,
-        start: jiff::Timestamp::now(),
-        started: Instant::now(),
+    let cut = decision
+        .window
+        .and_then(|w| policy.windows.get(w))
+        .map(|w| w.cut.clone());
+    let record = ConnRecord::new(
+        &shared,
+        peer.conn,
+        listener_name,
+        service.name.clone(),
+        (peer.src, peer.src_port),
         counts,
-        close_reason: AtomicU8::new(0),
-        upstream: OnceLock::new(),
-        cut: decision
-            .window
-            .and_then(|w| policy.windows.get(w))
-            .map(|w| w.cut.clone())
-            .unwrap_or_default(),
-        idle: service.idle_timeout,
-        shared: shared.clone(),
-    });
+        cut.unwrap_or_default(),
+        service.idle_timeout,
+    );
     serve(tls, record, policy.clone(), service_id).await;
 }
 
@@ -284,27 +308,11 @@ async fn handshake(
     let zone_from = policy.listeners[lid].zone;
     let deny = |reason| Decision::deny(zone_from, reason);
 
-    // Sniff: a TLS connection starts with a handshake record (0x16). The same peek
-    // usually holds the ClientHello's `client_version` (bytes 9-10): below 0x0303 the
-    // client cannot speak TLS 1.2, whatever rustls then complains about.
-    let mut head = [0u8; 11];
-    let old_version = match stream.peek(&mut head).await {
-        Ok(n) if n >= 1 && head[0] != 0x16 => {
-            hello.proto = "plain";
-            return Err(deny(Reason::TlsRequired));
-        }
-        Ok(n) if n >= 1 => {
-            n == head.len() && head[5] == 0x01 && u16::from_be_bytes([head[9], head[10]]) < 0x0303
-        }
-        _ => return Err(deny(Reason::TlsHandshake)),
-    };
-    let version_or = |e: &std::io::Error| {
-        if old_version {
-            Reason::TlsVersion
-        } else {
-            classify_tls_error(e)
-        }
-    };
+    let old_version = sniff(&stream).await.map_err(|(reason, proto)| {
+        hello.proto = proto;
+        deny(reason)
+    })?;
+    let version_or = |e: &std::io::Error| tls_failure(old_version, e);
 
     let start = LazyConfigAcceptor::new(
         rustls::server::Acceptor::default(),
@@ -337,12 +345,42 @@ async fn handshake(
             reason: version_or(&e),
             ..decision
         })?;
-    hello.tls_version = tls.get_ref().1.protocol_version().map(|v| match v {
+    hello.tls_version = tls_version(&tls);
+    Ok((tls, decision))
+}
+
+/// The negotiated version, as the log names it.
+pub(crate) fn tls_version<S>(tls: &TlsStream<S>) -> Option<&'static str> {
+    tls.get_ref().1.protocol_version().map(|v| match v {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
         _ => "other",
-    });
-    Ok((tls, decision))
+    })
+}
+
+/// Sniff the first bytes without consuming them: a TLS connection starts with a
+/// handshake record (0x16). The same peek usually holds the ClientHello's
+/// `client_version` (bytes 9-10): below 0x0303 the client cannot speak TLS 1.2, whatever
+/// rustls later complains about. Ok(true): an old-version ClientHello. Err: the reason
+/// to refuse and the `proto` to log.
+pub(crate) async fn sniff(stream: &TcpStream) -> Result<bool, (Reason, &'static str)> {
+    let mut head = [0u8; 11];
+    match stream.peek(&mut head).await {
+        Ok(n) if n >= 1 && head[0] != 0x16 => Err((Reason::TlsRequired, "plain")),
+        Ok(n) if n >= 1 => Ok(n == head.len()
+            && head[5] == 0x01
+            && u16::from_be_bytes([head[9], head[10]]) < 0x0303),
+        _ => Err((Reason::TlsHandshake, "tls")),
+    }
+}
+
+/// Why a handshake failed, given what the sniff saw.
+pub(crate) fn tls_failure(old_version: bool, e: &std::io::Error) -> Reason {
+    if old_version {
+        Reason::TlsVersion
+    } else {
+        classify_tls_error(e)
+    }
 }
 
 /// A refused TLS version is `tls-version`; anything else failing in the handshake is
@@ -372,59 +410,101 @@ async fn record_open(
     d: &Decision,
 ) {
     let window = d.window.and_then(|w| policy.windows.get(w));
-    let listener = &policy.listeners[lid].name;
-    let service = d.service.map(|s| policy.services[s].name.clone());
+    let names = OpenNames {
+        listener: &policy.listeners[lid].name,
+        service: d.service.map(|s| policy.services[s].name.as_str()),
+        zone_from: &policy.zones[d.zone_from].name,
+        zone_to: d.zone_to.map(|z| policy.zones[z].name.as_str()),
+        window: window.map(|w| w.id.as_ref()),
+        identity: window.map(|w| w.requester.as_ref()),
+    };
+    write_open(shared, &names, peer, hello, d.action, d.reason).await;
+}
+
+/// The names in a `conn.open` record.
+pub(crate) struct OpenNames<'a> {
+    pub listener: &'a str,
+    pub service: Option<&'a str>,
+    pub zone_from: &'a str,
+    pub zone_to: Option<&'a str>,
+    pub window: Option<&'a str>,
+    pub identity: Option<&'a str>,
+}
+
+/// Count and log one decided connection.
+pub(crate) async fn write_open(
+    shared: &Shared,
+    n: &OpenNames<'_>,
+    peer: &Peer,
+    hello: &Hello,
+    action: policy::Action,
+    reason: Reason,
+) {
     shared
         .metrics
         .connections
         .with_label_values(&[
-            listener,
-            service.as_deref().unwrap_or(""),
-            d.action.as_str(),
-            d.reason.as_str(),
+            n.listener,
+            n.service.unwrap_or(""),
+            action.as_str(),
+            reason.as_str(),
         ])
         .inc();
+    let owned = |s: Option<&str>| s.map(str::to_string);
     shared
         .log
         .record(Event::ConnOpen(ConnOpen {
             conn: peer.conn,
-            listener: listener.clone(),
+            listener: n.listener.to_string(),
             proto: hello.proto,
             src_ip: peer.src,
             src_port: peer.src_port,
             dst_ip: policy::normalize(peer.dst.ip()),
             dst_port: peer.dst.port(),
-            service,
-            zone_from: policy.zones[d.zone_from].name.clone(),
-            zone_to: d.zone_to.map(|z| policy.zones[z].name.clone()),
-            action: d.action.as_str(),
-            reason: d.reason.as_str(),
-            window: window.map(|w| w.id.to_string()),
-            identity: window.map(|w| w.requester.to_string()),
+            service: owned(n.service),
+            zone_from: n.zone_from.to_string(),
+            zone_to: owned(n.zone_to),
+            action: action.as_str(),
+            reason: reason.as_str(),
+            window: owned(n.window),
+            identity: owned(n.identity),
             tls_version: hello.tls_version,
             sni: hello.sni.clone(),
         }))
         .await;
 }
 
-/// Phase serve: HTTP over the TLS stream until the client leaves, the connection idles
-/// out, or shutdown asks it to finish (gracefully first, then cut).
+/// Phase serve: the HTTP proxy for the connection's service.
 async fn serve(
     tls: TlsStream<Counted<TcpStream>>,
     record: Arc<ConnRecord>,
     policy: Arc<Policy>,
     service_id: policy::ServiceId,
 ) {
-    let shared = record.shared().clone();
-    let idle = policy.services[service_id].idle_timeout;
     let handler = proxy::http::Handler::new(record.clone(), policy, service_id);
     let svc = hyper::service::service_fn(move |req| handler.clone().handle(req));
+    drive(tls, record, svc).await;
+}
+
+/// Serve HTTP on a TLS stream until the client leaves, the connection idles out, its
+/// window closes, or shutdown asks it to finish (gracefully first, then cut).
+pub(crate) async fn drive<S, B>(tls: TlsStream<Counted<TcpStream>>, record: Arc<ConnRecord>, svc: S)
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let shared = record.shared().clone();
     let conn = shared
         .http
         .serve_connection_with_upgrades(TokioIo::new(tls), svc);
     tokio::pin!(conn);
-
-    let idle = record.idle_for(idle);
+    let idle = record.idle_for(record.idle);
     tokio::pin!(idle);
     let mut draining = false;
     loop {

@@ -7,7 +7,7 @@
 //! Every exit writes `conn.open` (denials included); an allowed connection writes
 //! `conn.close` when its [`ConnRecord`] drops, whatever path it leaves by.
 
-mod conn;
+pub(crate) mod conn;
 pub mod io;
 
 pub use conn::{CloseReason, ConnRecord};
@@ -42,8 +42,9 @@ pub mod limits {
 
 /// State every connection task shares. Built once at start.
 pub struct Shared {
-    /// The decision state; swapped whole, never edited.
-    pub policy: ArcSwap<Policy>,
+    /// The decision state; swapped whole, never edited (the window manager and,
+    /// later, reloads store new snapshots).
+    pub policy: Arc<ArcSwap<Policy>>,
     pub tls: Arc<rustls::ServerConfig>,
     pub log: AuditLog,
     pub metrics: Arc<Metrics>,
@@ -85,7 +86,7 @@ impl Shared {
             .keep_alive_interval(None);
         let start_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
         Arc::new(Shared {
-            policy: ArcSwap::from_pointee(policy),
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
             tls,
             log,
             metrics,

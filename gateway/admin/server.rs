@@ -1,0 +1,156 @@
+//! The admin listener: refuse sources outside `[admin].allow` (and blocked ones) before
+//! a byte is read, TLS only, then the API. Its connections are logged like any other
+//! (`listener` = `admin`); sessions idle 15 minutes are closed (KL-玖.三.(七)1, MOE-20).
+
+use super::api::{self, AdminState};
+use crate::listener::conn::{self, Hello, OpenNames, Peer};
+use crate::listener::io::{ByteCounts, Counted};
+use crate::listener::{ConnRecord, Shared};
+use crate::policy::{self, Action, IpSet, Reason};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The name admin connections carry in the log and in metrics.
+pub const LISTENER: &str = "admin";
+/// An admin session with no traffic for this long is closed.
+pub const IDLE: Duration = Duration::from_secs(15 * 60);
+
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    state: Arc<AdminState>,
+    allow: Arc<IpSet>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.draining.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let task = handle(stream, peer, shared.clone(), state.clone(), allow.clone());
+                shared.tasks.spawn(task);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    state: Arc<AdminState>,
+    allow: Arc<IpSet>,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = Peer {
+        conn: shared.next_conn_id(),
+        src: policy::normalize(peer.ip()),
+        src_port: peer.port(),
+        dst: stream.local_addr().unwrap_or(peer),
+    };
+    let policy = shared.policy.load_full();
+    let zone_from = policy.zones[policy.zone_of(peer.src)].name.clone();
+    let mut names = OpenNames {
+        listener: LISTENER,
+        service: None,
+        zone_from: &zone_from,
+        zone_to: None,
+        window: None,
+        identity: None,
+    };
+    let mut hello = Hello {
+        proto: "tcp",
+        ..Hello::default()
+    };
+
+    let refusal = if policy.blocked.contains(peer.src) {
+        Some(Reason::Blocked)
+    } else if !allow.contains(peer.src) {
+        Some(Reason::NotAllowed)
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
+    }
+    hello.proto = "tls";
+    let old_version = match conn::sniff(&stream).await {
+        Ok(v) => v,
+        Err((reason, proto)) => {
+            hello.proto = proto;
+            return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
+        }
+    };
+    let counts = Arc::new(ByteCounts::default());
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.clone());
+    let tls = match tokio::time::timeout(
+        shared.handshake_timeout,
+        acceptor.accept(Counted::new(stream, counts.clone())),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let reason = conn::tls_failure(old_version, &e);
+            shared
+                .metrics
+                .tls_handshake_failures
+                .with_label_values(&[LISTENER, reason.as_str()])
+                .inc();
+            return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
+        }
+        Err(_) => {
+            shared
+                .metrics
+                .tls_handshake_failures
+                .with_label_values(&[LISTENER, "tls-handshake"])
+                .inc();
+            return conn::write_open(
+                &shared,
+                &names,
+                &peer,
+                &hello,
+                Action::Deny,
+                Reason::TlsHandshake,
+            )
+            .await;
+        }
+    };
+    hello.tls_version = conn::tls_version(&tls);
+    hello.sni = tls.get_ref().1.server_name().map(str::to_string);
+    names.service = Some(LISTENER);
+    conn::write_open(
+        &shared,
+        &names,
+        &peer,
+        &hello,
+        Action::Allow,
+        Reason::Allowlist,
+    )
+    .await;
+
+    let record = ConnRecord::new(
+        &shared,
+        peer.conn,
+        LISTENER.to_string(),
+        LISTENER.to_string(),
+        (peer.src, peer.src_port),
+        counts,
+        Default::default(),
+        IDLE,
+    );
+    let src = peer.src;
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(api::handle(state, req, src).await) }
+    });
+    conn::drive(tls, record, svc).await;
+}
