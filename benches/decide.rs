@@ -16,9 +16,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use menshen::policy::{
-    decide, Access, ConnInfo, IpSet, Listener, ListenerKind, Policy, Reason, Service, Zone,
-};
+use menshen::policy::{decide, Access, ConnInfo, IpSet, Listener, ListenerKind, Policy, Reason, Service, Zone};
 use menshen::proxy::Upstream;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -102,9 +100,7 @@ struct Bench {
 
 fn build() -> Bench {
     let mut rng = Rng(0x853c_49e6_748f_ea9b);
-    let sets: Vec<Vec<IpNet>> = (0..SETS)
-        .map(|_| (0..CIDRS_PER_SET).map(|_| rng.cidr()).collect())
-        .collect();
+    let sets: Vec<Vec<IpNet>> = (0..SETS).map(|_| (0..CIDRS_PER_SET).map(|_| rng.cidr()).collect()).collect();
     let compiled: Vec<IpSet> = sets.iter().map(|s| IpSet::new(s)).collect();
     let blocked: Vec<IpNet> = (0..BLOCKED_CIDRS).map(|_| rng.cidr()).collect();
     let all_cidrs: Vec<IpNet> = sets.iter().flatten().copied().collect();
@@ -115,26 +111,20 @@ fn build() -> Bench {
     let mut service_sets = Vec::with_capacity(SERVICES);
     let services: Vec<Service> = (0..SERVICES)
         .map(|i| {
-            let chosen: Vec<usize> = (0..SETS_PER_SERVICE)
-                .map(|_| rng.below(SETS as u64) as usize)
-                .collect();
+            let chosen: Vec<usize> = (0..SETS_PER_SERVICE).map(|_| rng.below(SETS as u64) as usize).collect();
             let literals: Vec<IpNet> = (0..2).map(|_| rng.cidr()).collect();
             let mut allow = IpSet::new(&literals);
             for &s in &chosen {
                 allow = allow.union(&compiled[s]);
             }
-            let mut allow_sources: Vec<String> =
-                chosen.iter().map(|s| format!("set-{s}")).collect();
+            let mut allow_sources: Vec<String> = chosen.iter().map(|s| format!("set-{s}")).collect();
             allow_sources.extend(literals.iter().map(|n| n.to_string()));
             service_sets.push(chosen);
             let url = format!("http://192.168.{}.{}:8080", 1 + i / 250, 1 + i % 250);
             Service {
                 name: format!("svc-{i}"),
                 listener: if i % 2 == 0 { PUBLIC } else { INSIDE },
-                hosts: vec![
-                    format!("svc-{i}.school.example"),
-                    format!("alias-{i}.school.example"),
-                ],
+                hosts: vec![format!("svc-{i}.school.example"), format!("alias-{i}.school.example")],
                 upstream: Arc::new(Upstream::new(&url, tls.clone(), None).unwrap()),
                 zone: if i % 4 < 2 { DMZ } else { LAN },
                 allow,
@@ -150,35 +140,18 @@ fn build() -> Bench {
         name: name.into(),
         networks: IpSet::new(&cidrs.iter().map(|c| c.parse().unwrap()).collect::<Vec<_>>()),
     };
-    let zones = vec![
-        zone("wan", &[]),
-        zone("dmz", &["192.168.0.0/16"]),
-        zone("lan", &["10.0.0.0/8", "fd00::/8"]),
-    ];
+    let zones = vec![zone("wan", &[]), zone("dmz", &["192.168.0.0/16"]), zone("lan", &["10.0.0.0/8", "fd00::/8"])];
     let listener = |name: &str, bind: &str, zone| Listener {
         name: name.into(),
         bind: bind.parse().unwrap(),
         zone,
         kind: ListenerKind::Https,
     };
-    let listeners = vec![
-        listener("public", "0.0.0.0:443", WAN),
-        listener("inside", "10.0.0.1:443", LAN),
-    ];
-    let rules = [
-        (WAN, DMZ, Access::Allow),
-        (WAN, LAN, Access::Window),
-        (LAN, DMZ, Access::Allow),
-        (LAN, LAN, Access::Allow),
-    ];
+    let listeners = vec![listener("public", "0.0.0.0:443", WAN), listener("inside", "10.0.0.1:443", LAN)];
+    let rules =
+        [(WAN, DMZ, Access::Allow), (WAN, LAN, Access::Window), (LAN, DMZ, Access::Allow), (LAN, LAN, Access::Allow)];
     let policy = Policy::new(zones, listeners, services, IpSet::new(&blocked), &rules);
-    Bench {
-        policy,
-        sets,
-        service_sets,
-        blocked,
-        all,
-    }
+    Bench { policy, sets, service_sets, blocked, all }
 }
 
 fn now() -> jiff::Timestamp {
@@ -227,37 +200,18 @@ fn benches(c: &mut Criterion) {
         }
     };
     assert_eq!(run(p, PUBLIC, blocked_src, Some(sni)), Reason::Blocked);
-    assert_eq!(
-        run(p, PUBLIC, denied_src, Some("nope.school.example")),
-        Reason::NoRoute
-    );
+    assert_eq!(run(p, PUBLIC, denied_src, Some("nope.school.example")), Reason::NoRoute);
 
     let mut g = c.benchmark_group("decide");
     let case = |g: &mut criterion::BenchmarkGroup<'_, _>, name: &str, src, sni: Option<&str>| {
-        let conn = ConnInfo {
-            listener: PUBLIC,
-            src,
-            sni,
-        };
-        g.bench_function(name, |bch| {
-            bch.iter(|| decide(black_box(p), black_box(&conn), black_box(now())))
-        });
+        let conn = ConnInfo { listener: PUBLIC, src, sni };
+        g.bench_function(name, |bch| bch.iter(|| decide(black_box(p), black_box(&conn), black_box(now()))));
     };
     case(&mut g, "allowed", allowed_src, Some(sni));
     case(&mut g, "not-allowed", denied_src, Some(sni));
     case(&mut g, "blocked", blocked_src, Some(sni));
-    case(
-        &mut g,
-        "unknown-sni",
-        denied_src,
-        Some("nope.school.example"),
-    );
-    case(
-        &mut g,
-        "allowed-mixed-case-sni",
-        allowed_src,
-        Some("SVC-0.School.Example"),
-    );
+    case(&mut g, "unknown-sni", denied_src, Some("nope.school.example"));
+    case(&mut g, "allowed-mixed-case-sni", allowed_src, Some("SVC-0.School.Example"));
 
     // Many different connections in turn (defeats the branch predictor and caches
     // that a single repeated input enjoys): random services, sources and outcomes.
@@ -279,11 +233,7 @@ fn benches(c: &mut Criterion) {
         bch.iter(|| {
             i = (i + 1) & 4095;
             let (listener, src, sni) = &mixed[i];
-            let conn = ConnInfo {
-                listener: *listener,
-                src: *src,
-                sni: Some(sni.as_str()),
-            };
+            let conn = ConnInfo { listener: *listener, src: *src, sni: Some(sni.as_str()) };
             decide(black_box(p), black_box(&conn), black_box(now()))
         })
     });
@@ -313,18 +263,10 @@ fn benches(c: &mut Criterion) {
         }
     };
     assert!(b.all.contains(hit6));
-    g.bench_function("contains-hit-v4", |bch| {
-        bch.iter(|| black_box(&b.all).contains(black_box(hit)))
-    });
-    g.bench_function("contains-miss-v4", |bch| {
-        bch.iter(|| black_box(&b.all).contains(black_box(miss)))
-    });
-    g.bench_function("contains-hit-v6", |bch| {
-        bch.iter(|| black_box(&b.all).contains(black_box(hit6)))
-    });
-    let random: Vec<IpAddr> = (0..4096)
-        .map(|_| IpAddr::V4(Ipv4Addr::from(rng.next() as u32)))
-        .collect();
+    g.bench_function("contains-hit-v4", |bch| bch.iter(|| black_box(&b.all).contains(black_box(hit))));
+    g.bench_function("contains-miss-v4", |bch| bch.iter(|| black_box(&b.all).contains(black_box(miss))));
+    g.bench_function("contains-hit-v6", |bch| bch.iter(|| black_box(&b.all).contains(black_box(hit6))));
+    let random: Vec<IpAddr> = (0..4096).map(|_| IpAddr::V4(Ipv4Addr::from(rng.next() as u32))).collect();
     let mut i = 0;
     g.bench_function("contains-random-4096", |bch| {
         bch.iter(|| {

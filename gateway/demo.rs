@@ -33,10 +33,7 @@ pub async fn serve(listener: TcpListener) {
 fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
     req.uri()
         .query()
-        .and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-        })
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok()))
         .unwrap_or(0)
 }
 
@@ -45,9 +42,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible
         "/slow" => {
             let ms = query_num(&req, "ms").min(60_000);
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-            Ok(Response::new(
-                Full::new(Bytes::from(format!("slept {ms} ms\n"))).boxed(),
-            ))
+            Ok(Response::new(Full::new(Bytes::from(format!("slept {ms} ms\n"))).boxed()))
         }
         "/bytes" => {
             let n = query_num(&req, "n").min(1 << 30);
@@ -58,8 +53,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible
             });
             let body = StreamBody::new(futures_util::stream::iter(chunks));
             let mut resp = Response::new(BodyExt::boxed(body));
-            resp.headers_mut()
-                .insert(http::header::CONTENT_LENGTH, n.into());
+            resp.headers_mut().insert(http::header::CONTENT_LENGTH, n.into());
             Ok(resp)
         }
         _ => {
@@ -70,18 +64,10 @@ async fn answer(req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible
                 .collect();
             let method = req.method().to_string();
             let path = req.uri().path().to_string();
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes().len())
-                .unwrap_or(0);
+            let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
             let echo = serde_json::json!({ "method": method, "path": path, "headers": headers, "body_bytes": body });
             let mut resp = Response::new(Full::new(Bytes::from(echo.to_string() + "\n")).boxed());
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
             Ok(resp)
         }
     }

@@ -19,11 +19,7 @@ pub enum RunError {
     #[error("{0}")]
     Config(#[from] config::ConfigErrors),
     #[error("listener {name:?}: cannot listen on {addr}: {source}")]
-    Bind {
-        name: String,
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { name: String, addr: std::net::SocketAddr, source: std::io::Error },
     #[error("log directory {dir}: {source}")]
     Log { dir: String, source: std::io::Error },
     #[error("{0}")]
@@ -45,61 +41,37 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let Config {
-        gateway,
-        tls: tls_settings,
-        log: log_settings,
-        policy,
-        admin,
-        windows,
-        accounts,
-        ..
-    } = cfg;
-    let certified = tls_settings
-        .certified_key
-        .ok_or_else(|| tls::TlsError::Invalid("no certificate loaded".into()))?;
+    let Config { gateway, tls: tls_settings, log: log_settings, policy, admin, windows, accounts, .. } = cfg;
+    let certified = tls_settings.certified_key.ok_or_else(|| tls::TlsError::Invalid("no certificate loaded".into()))?;
     let server_tls = tls::server_config(tls::CertStore::new(certified), tls_settings.min_version)?;
 
     // Bind everything before writing anything: a bind failure leaves no trace to explain.
     let mut bound = Vec::new();
     for (id, l) in policy.listeners.iter().enumerate() {
-        let sock = TcpListener::bind(l.bind)
-            .await
-            .map_err(|source| RunError::Bind {
-                name: l.name.clone(),
-                addr: l.bind,
-                source,
-            })?;
-        let addr = sock.local_addr().map_err(|source| RunError::Bind {
+        let sock = TcpListener::bind(l.bind).await.map_err(|source| RunError::Bind {
             name: l.name.clone(),
             addr: l.bind,
             source,
         })?;
+        let addr = sock.local_addr().map_err(|source| RunError::Bind { name: l.name.clone(), addr: l.bind, source })?;
         bound.push((id, l.name.clone(), addr, sock));
     }
 
     let admin_sock = match &admin {
         Some(a) => {
             let name = crate::admin::server::LISTENER.to_string();
-            let sock = TcpListener::bind(a.bind)
-                .await
-                .map_err(|source| RunError::Bind {
-                    name: name.clone(),
-                    addr: a.bind,
-                    source,
-                })?;
-            let addr = sock.local_addr().map_err(|source| RunError::Bind {
-                name,
+            let sock = TcpListener::bind(a.bind).await.map_err(|source| RunError::Bind {
+                name: name.clone(),
                 addr: a.bind,
                 source,
             })?;
+            let addr = sock.local_addr().map_err(|source| RunError::Bind { name, addr: a.bind, source })?;
             Some((sock, addr))
         }
         None => None,
     };
     // The window store: a damaged or locked database stops the start, with its path.
-    let store: Arc<dyn crate::windows::WindowStore> =
-        Arc::new(crate::windows::SqliteStore::open(&gateway.state_dir)?);
+    let store: Arc<dyn crate::windows::WindowStore> = Arc::new(crate::windows::SqliteStore::open(&gateway.state_dir)?);
 
     let metrics = Arc::new(Metrics::new()?);
     let (log, writer) = AuditLog::start(
@@ -111,10 +83,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         },
         metrics.clone(),
     )
-    .map_err(|source| RunError::Log {
-        dir: log_settings.dir.display().to_string(),
-        source,
-    })?;
+    .map_err(|source| RunError::Log { dir: log_settings.dir.display().to_string(), source })?;
 
     let shared = Shared::new(
         policy,
@@ -148,10 +117,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
 
     // `gateway.start` comes first in the log: only then are connections accepted
     // (the kernel queues any that arrive meanwhile).
-    let described = bound
-        .iter()
-        .map(|(_, name, addr, _)| format!("{name}={addr}"))
-        .collect();
+    let described = bound.iter().map(|(_, name, addr, _)| format!("{name}={addr}")).collect();
     log.record(Event::GatewayStart(GatewayStart {
         version: env!("CARGO_PKG_VERSION"),
         config: config_path.display().to_string(),
@@ -163,11 +129,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     for (id, name, addr, sock) in bound {
         // Tests and scripts read this line to learn ephemeral ports.
         println!("menshen: listener {name} on {addr}");
-        loops.push(tokio::spawn(listener::accept_loop(
-            sock,
-            id,
-            shared.clone(),
-        )));
+        loops.push(tokio::spawn(listener::accept_loop(sock, id, shared.clone())));
     }
     if let (Some((sock, addr)), Some(a)) = (admin_sock, admin) {
         let state = Arc::new(crate::admin::api::AdminState {
@@ -181,17 +143,9 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
             log_dir: log_settings.dir.clone(),
             metrics: shared.metrics.clone(),
         });
-        println!(
-            "menshen: listener {} on {addr}",
-            crate::admin::server::LISTENER
-        );
+        println!("menshen: listener {} on {addr}", crate::admin::server::LISTENER);
         let allow = Arc::new(a.allow);
-        loops.push(tokio::spawn(crate::admin::server::accept_loop(
-            sock,
-            shared.clone(),
-            state,
-            allow,
-        )));
+        loops.push(tokio::spawn(crate::admin::server::accept_loop(sock, shared.clone(), state, allow)));
     }
     tracing::info!(gateway = %gateway.name, log = %log_settings.dir.display(), "serving");
 
@@ -204,10 +158,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     }
     shared.tasks.close();
     let mut cut = 0;
-    if tokio::time::timeout(gateway.drain_timeout, shared.tasks.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(gateway.drain_timeout, shared.tasks.wait()).await.is_err() {
         cut = shared.tasks.len() as u64;
         tracing::warn!(connections = cut, "drain timeout passed; cutting the rest");
         shared.stop_now.cancel();
@@ -216,18 +167,11 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     timer_stop.cancel();
     let _ = timer.await;
     drop(manager);
-    log.record(Event::GatewayStop(GatewayStop {
-        version: env!("CARGO_PKG_VERSION"),
-        reason,
-        cut_connections: cut,
-    }))
-    .await;
+    log.record(Event::GatewayStop(GatewayStop { version: env!("CARGO_PKG_VERSION"), reason, cut_connections: cut }))
+        .await;
     drop(shared);
     drop(log);
-    if tokio::time::timeout(Duration::from_secs(10), writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {
         tracing::error!("log writer did not finish in 10 s");
     }
     tracing::info!("stopped");

@@ -69,11 +69,7 @@ fn check_with(head: &str, body: &str, pki: Option<&TestPki>) -> Checked {
     std::fs::write(dir.path().join("gateway.key"), &pki.key_pem).unwrap();
     let cfg = dir.path().join("menshen.toml");
     std::fs::write(&cfg, format!("{head}\n{body}")).unwrap();
-    let out = Command::new(bin())
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&cfg).output().unwrap();
     Checked {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
@@ -87,22 +83,14 @@ fn check(body: &str) -> Checked {
 
 /// The check fails and one error line names `key` and contains `reason`.
 fn assert_error(c: &Checked, key: &str, reason: &str) {
-    assert_eq!(
-        c.code, 1,
-        "expected failure; stdout: {}\nstderr: {}",
-        c.stdout, c.stderr
-    );
+    assert_eq!(c.code, 1, "expected failure; stdout: {}\nstderr: {}", c.stdout, c.stderr);
     let hit = c.stderr.lines().any(|l| {
         l.starts_with("error: ")
             && l.contains("menshen.toml")
             && l.contains(&format!(": {key}: "))
             && l.contains(reason)
     });
-    assert!(
-        hit,
-        "no error naming {key:?} with {reason:?} in:\n{}",
-        c.stderr
-    );
+    assert!(hit, "no error naming {key:?} with {reason:?} in:\n{}", c.stderr);
 }
 
 #[test]
@@ -116,11 +104,7 @@ fn a_good_config_passes_with_a_summary() {
     assert!(c.stdout.contains("sources in maintenance"));
     assert!(c.stdout.contains("sources in maintenance, 203.0.113.7/32"));
     // The plaintext upstream is accepted but flagged.
-    assert!(
-        c.stdout.contains("service[1].upstream") && c.stdout.contains("plaintext"),
-        "{}",
-        c.stdout
-    );
+    assert!(c.stdout.contains("service[1].upstream") && c.stdout.contains("plaintext"), "{}", c.stdout);
 }
 
 #[test]
@@ -147,10 +131,7 @@ fn unknown_names() {
     assert_error(&c, "service[0].allow[0]", "unknown ip set \"maintenence\"");
     let c = check(&GOOD.replace("zone = \"wan\"\nkind", "zone = \"internet\"\nkind"));
     assert_error(&c, "listener[0].zone", "unknown zone \"internet\"");
-    let c = check(&GOOD.replace(
-        "listener = \"https\"\nhosts = [\"www",
-        "listener = \"web443\"\nhosts = [\"www",
-    ));
+    let c = check(&GOOD.replace("listener = \"https\"\nhosts = [\"www", "listener = \"web443\"\nhosts = [\"www"));
     assert_error(&c, "service[1].listener", "unknown listener \"web443\"");
     let c = check(&GOOD.replace("to = \"dmz\"", "to = \"dmzz\""));
     assert_error(&c, "zone_rule[1].to", "unknown zone \"dmzz\"");
@@ -158,48 +139,25 @@ fn unknown_names() {
 
 #[test]
 fn duplicates() {
-    let dup_listener = format!("{GOOD}\n[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:9443\"\nzone = \"wan\"\nkind = \"https\"\n");
-    assert_error(
-        &check(&dup_listener),
-        "listener[1].name",
-        "duplicate listener name \"https\"",
+    let dup_listener = format!(
+        "{GOOD}\n[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:9443\"\nzone = \"wan\"\nkind = \"https\"\n"
     );
-    let same_bind = format!("{GOOD}\n[[listener]]\nname = \"other\"\nbind = \"127.0.0.1:8443\"\nzone = \"wan\"\nkind = \"https\"\n");
-    assert_error(
-        &check(&same_bind),
-        "listener[1].bind",
-        "already the bind of listener \"https\"",
+    assert_error(&check(&dup_listener), "listener[1].name", "duplicate listener name \"https\"");
+    let same_bind = format!(
+        "{GOOD}\n[[listener]]\nname = \"other\"\nbind = \"127.0.0.1:8443\"\nzone = \"wan\"\nkind = \"https\"\n"
     );
+    assert_error(&check(&same_bind), "listener[1].bind", "already the bind of listener \"https\"");
     let c = check(&GOOD.replace("name = \"web\"", "name = \"school-admin\""));
-    assert_error(
-        &c,
-        "service[1].name",
-        "duplicate service name \"school-admin\"",
-    );
-    let c = check(&GOOD.replace(
-        "hosts = [\"www.school.example\"]",
-        "hosts = [\"ADMIN.school.example\"]",
-    ));
-    assert_error(
-        &c,
-        "service[1].hosts[0]",
-        "already routed to service \"school-admin\"",
-    );
-    let dup_rule =
-        format!("{GOOD}\n[[zone_rule]]\nfrom = \"wan\"\nto = \"lan\"\naccess = \"window\"\n");
-    assert_error(
-        &check(&dup_rule),
-        "zone_rule[2]",
-        "duplicate rule for wan -> lan",
-    );
+    assert_error(&c, "service[1].name", "duplicate service name \"school-admin\"");
+    let c = check(&GOOD.replace("hosts = [\"www.school.example\"]", "hosts = [\"ADMIN.school.example\"]"));
+    assert_error(&c, "service[1].hosts[0]", "already routed to service \"school-admin\"");
+    let dup_rule = format!("{GOOD}\n[[zone_rule]]\nfrom = \"wan\"\nto = \"lan\"\naccess = \"window\"\n");
+    assert_error(&check(&dup_rule), "zone_rule[2]", "duplicate rule for wan -> lan");
 }
 
 #[test]
 fn forbidden_zone_route() {
-    let c = check(&GOOD.replace(
-        "to = \"lan\"\naccess = \"allow\"",
-        "to = \"lan\"\naccess = \"deny\"",
-    ));
+    let c = check(&GOOD.replace("to = \"lan\"\naccess = \"allow\"", "to = \"lan\"\naccess = \"deny\""));
     assert_error(&c, "service[0].zone", "zone rule wan -> lan is deny");
     // An upstream outside its declared zone.
     let c = check(&GOOD.replace("https://192.168.1.20:443", "https://210.240.1.20:443"));
@@ -209,11 +167,7 @@ fn forbidden_zone_route() {
 #[test]
 fn short_retention() {
     let head = config_head("").replace("dir = \"log\"", "dir = \"log\"\nretention_days = 90");
-    assert_error(
-        &check_with(&head, GOOD, None),
-        "log.retention_days",
-        "under 180",
-    );
+    assert_error(&check_with(&head, GOOD, None), "log.retention_days", "under 180");
 }
 
 #[test]
@@ -228,11 +182,7 @@ fn tls_below_12() {
 fn cert_and_key_must_match() {
     let a = TestPki::new(&["a.example"]);
     let b = TestPki::new(&["b.example"]);
-    let mixed = TestPki {
-        ca_pem: a.ca_pem.clone(),
-        cert_pem: a.cert_pem.clone(),
-        key_pem: b.key_pem.clone(),
-    };
+    let mixed = TestPki { ca_pem: a.ca_pem.clone(), cert_pem: a.cert_pem.clone(), key_pem: b.key_pem.clone() };
     let c = check_with(&config_head(""), GOOD, Some(&mixed));
     assert_error(&c, "tls.cert", "do not belong together");
 }
@@ -244,19 +194,14 @@ fn expired_cert() {
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2021, 1, 1);
     let cert = params.self_signed(&key).unwrap();
-    let old = TestPki {
-        ca_pem: String::new(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    };
+    let old = TestPki { ca_pem: String::new(), cert_pem: cert.pem(), key_pem: key.serialize_pem() };
     let c = check_with(&config_head(""), GOOD, Some(&old));
     assert_error(&c, "tls.cert", "expired");
 }
 
 #[test]
 fn every_problem_is_listed_at_once() {
-    let head = config_head("min_version = \"1.1\"")
-        .replace("dir = \"log\"", "dir = \"log\"\nretention_days = 30");
+    let head = config_head("min_version = \"1.1\"").replace("dir = \"log\"", "dir = \"log\"\nretention_days = 30");
     let body = GOOD
         .replace("\"192.168.10.0/24\"", "\"nonsense\"")
         .replace("allow = [\"maintenance\"]", "allow = [\"nobody\"]");
@@ -270,10 +215,7 @@ fn every_problem_is_listed_at_once() {
 
 #[test]
 fn unreadable_and_malformed_files() {
-    let out = Command::new(bin())
-        .args(["check", "-c", "/nonexistent/menshen.toml"])
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["check", "-c", "/nonexistent/menshen.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
     let c = check("[[listener]\nname = ");
@@ -284,45 +226,25 @@ fn unreadable_and_malformed_files() {
 #[test]
 fn quickstart_config_checks() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/quickstart.toml");
-    let out = Command::new(bin())
-        .args(["check", "-c", path])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(bin()).args(["check", "-c", path]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn school_example_checks() {
     // The annotated example with real certificate paths replaced by a temp dir.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/school.toml"))
-        .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/school.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(&["cms.longsheng.example"]);
     std::fs::write(dir.path().join("gateway.crt"), &pki.cert_pem).unwrap();
     std::fs::write(dir.path().join("gateway.key"), &pki.key_pem).unwrap();
-    let text = text
-        .replace("/etc/menshen/tls/", "")
-        .replace("/var/lib/menshen", "state")
-        .replace("/var/log/menshen", "log");
+    let text =
+        text.replace("/etc/menshen/tls/", "").replace("/var/lib/menshen", "state").replace("/var/log/menshen", "log");
     let cfg = dir.path().join("school.toml");
     std::fs::write(&cfg, text).unwrap();
-    let out = Command::new(bin())
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["check", "-c"]).arg(&cfg).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("wan -> lan: window"), "{stdout}");
     assert!(stdout.contains("only through an active window"), "{stdout}");
 }

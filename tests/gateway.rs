@@ -8,12 +8,7 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn config(
-    bind: &str,
-    upstream: std::net::SocketAddr,
-    ws: std::net::SocketAddr,
-    extra_tls: &str,
-) -> String {
+fn config(bind: &str, upstream: std::net::SocketAddr, ws: std::net::SocketAddr, extra_tls: &str) -> String {
     let down = closed_port();
     format!(
         r#"{head}
@@ -84,10 +79,7 @@ allow = ["maintenance"]
 async fn gateway(bind: &str, extra_tls: &str) -> (TestGateway, TestUpstream) {
     let up = start_upstream().await;
     let ws = start_ws_upstream().await;
-    (
-        TestGateway::start(&config(bind, up.addr, ws, extra_tls)),
-        up,
-    )
+    (TestGateway::start(&config(bind, up.addr, ws, extra_tls)), up)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,12 +88,7 @@ async fn allowed_and_denied_sources_leave_complete_records() {
     let addr = gw.addr("https");
     let c = gw.client();
 
-    let ok = c
-        .get(addr, "127.0.0.2", "admin.test")
-        .path("/panel?token=SECRET")
-        .send()
-        .await
-        .expect("allowed");
+    let ok = c.get(addr, "127.0.0.2", "admin.test").path("/panel?token=SECRET").send().await.expect("allowed");
     assert_eq!(ok.status, 200);
     assert_eq!(ok.headers["x-upstream"], "yes");
     assert_eq!(ok.headers["strict-transport-security"], "max-age=31536000");
@@ -128,16 +115,11 @@ async fn allowed_and_denied_sources_leave_complete_records() {
     assert_eq!(open["sni"], "admin.test");
     assert!(open["tls_version"] == "TLSv1.3");
 
-    let req = gw
-        .wait_record(|r| r["event"] == "http.request" && r["conn"] == open["conn"])
-        .await;
+    let req = gw.wait_record(|r| r["event"] == "http.request" && r["conn"] == open["conn"]).await;
     assert_fields(&req, &HTTP_FIELDS);
     assert_eq!(req["method"], "GET");
     assert_eq!(req["host"], "admin.test");
-    assert_eq!(
-        req["path"], "/panel",
-        "the query (with its token) must not be logged"
-    );
+    assert_eq!(req["path"], "/panel", "the query (with its token) must not be logged");
     assert_eq!(req["status"], 200);
     assert_eq!(req["bytes_out"], ok.body.len());
 
@@ -161,23 +143,12 @@ async fn allowed_and_denied_sources_leave_complete_records() {
     let all = gw.records();
     assert_eq!(all[0]["event"], "gateway.start");
     for w in all.windows(2) {
-        assert_eq!(
-            w[1]["seq"].as_u64().unwrap(),
-            w[0]["seq"].as_u64().unwrap() + 1
-        );
+        assert_eq!(w[1]["seq"].as_u64().unwrap(), w[0]["seq"].as_u64().unwrap() + 1);
         assert_eq!(w[1]["prev"], w[0]["hash"]);
     }
-    assert!(!std::fs::read_to_string(
-        gw.log_dir()
-            .read_dir()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path()
-    )
-    .unwrap()
-    .contains("SECRET"));
+    assert!(!std::fs::read_to_string(gw.log_dir().read_dir().unwrap().next().unwrap().unwrap().path())
+        .unwrap()
+        .contains("SECRET"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,22 +161,11 @@ async fn ipv6_and_ipv4_mapped_sources() {
     let v4 = std::net::SocketAddr::new(ip("127.0.0.1"), port);
     let c = gw.client();
 
-    let r = c
-        .get(v6, "::1", "admin.test")
-        .send()
-        .await
-        .expect("::1 allowed");
+    let r = c.get(v6, "::1", "admin.test").send().await.expect("::1 allowed");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["x-forwarded-for"], "::1");
-    assert_eq!(
-        r.json()["headers"]["forwarded"],
-        "for=\"[::1]\";proto=https;host=admin.test"
-    );
-    let r = c
-        .get(v4, "127.0.0.2", "admin.test")
-        .send()
-        .await
-        .expect("mapped allowed");
+    assert_eq!(r.json()["headers"]["forwarded"], "for=\"[::1]\";proto=https;host=admin.test");
+    let r = c.get(v4, "127.0.0.2", "admin.test").send().await.expect("mapped allowed");
     assert_eq!(r.json()["headers"]["x-forwarded-for"], "127.0.0.2");
     assert!(c.get(v4, "127.0.0.3", "admin.test").send().await.is_err());
 
@@ -215,26 +175,16 @@ async fn ipv6_and_ipv4_mapped_sources() {
     assert_eq!(mapped["action"], "allow");
     let denied = gw.conn_open_from("127.0.0.3").await;
     assert_eq!(denied["reason"], "not-allowed");
-    assert!(
-        gw.records()
-            .iter()
-            .all(|r| !r.to_string().contains("::ffff:")),
-        "mapped form leaked into the log"
-    );
+    assert!(gw.records().iter().all(|r| !r.to_string().contains("::ffff:")), "mapped form leaked into the log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_source_is_refused_before_tls() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
     // 127.0.0.4 is in admin's allow list, and in `blocked`: blocked wins.
-    let mut tcp = tcp_from(ip("127.0.0.4"), gw.addr("https"))
-        .await
-        .expect("tcp");
+    let mut tcp = tcp_from(ip("127.0.0.4"), gw.addr("https")).await.expect("tcp");
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(DEADLINE, tcp.read(&mut buf))
-        .await
-        .expect("closed in time")
-        .unwrap_or(0);
+    let n = tokio::time::timeout(DEADLINE, tcp.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
     assert_eq!(n, 0, "a blocked source got bytes");
     let r = gw.conn_open_from("127.0.0.4").await;
     assert_fields(&r, &CONN_OPEN_FIELDS);
@@ -272,10 +222,7 @@ async fn spoofed_forwarding_headers_never_reach_the_upstream() {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "admin.test");
         assert_eq!(h["host"], "admin.test");
-        assert!(
-            h.get("x-secret-hop").is_none(),
-            "a header named in Connection passed: {h}"
-        );
+        assert!(h.get("x-secret-hop").is_none(), "a header named in Connection passed: {h}");
         assert!(!h.to_string().contains("10.9.9.9"));
     }
 }
@@ -287,48 +234,25 @@ async fn host_must_match_the_sni_service() {
     let c = gw.client();
     // SNI admin.test, Host nas.test (another service on the same listener): 421.
     for h2 in [false, true] {
-        let r = c
-            .get(addr, "127.0.0.2", "admin.test")
-            .host("nas.test")
-            .h2(h2)
-            .send()
-            .await
-            .expect("answer");
+        let r = c.get(addr, "127.0.0.2", "admin.test").host("nas.test").h2(h2).send().await.expect("answer");
         assert_eq!(r.status, 421, "h2={h2}");
         assert_eq!(r.headers["strict-transport-security"], "max-age=31536000");
     }
-    let logged = gw
-        .wait_record(|r| r["event"] == "http.request" && r["status"] == 421)
-        .await;
+    let logged = gw.wait_record(|r| r["event"] == "http.request" && r["status"] == 421).await;
     assert_eq!(logged["host"], "nas.test");
     assert_eq!(logged["service"], "admin");
 
     // Absolute-form naming another host: 421, never forwarded.
-    let tls = c
-        .connect(addr, ip("127.0.0.2"), "admin.test", false)
-        .await
-        .expect("tls");
+    let tls = c.connect(addr, ip("127.0.0.2"), "admin.test", false).await.expect("tls");
     let (mut rd, mut wr) = tokio::io::split(tls);
-    wr.write_all(b"GET http://nas.test/ HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    wr.write_all(b"GET http://nas.test/ HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut out)).await;
-    assert!(
-        out.starts_with(b"HTTP/1.1 421"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert!(out.starts_with(b"HTTP/1.1 421"), "{}", String::from_utf8_lossy(&out));
 
     // A name no service has: the handshake is refused, reason no-route.
-    assert!(c
-        .get(addr, "127.0.0.2", "unknown.test")
-        .send()
-        .await
-        .is_err());
-    let r = gw
-        .wait_record(|r| r["event"] == "conn.open" && r["sni"] == "unknown.test")
-        .await;
+    assert!(c.get(addr, "127.0.0.2", "unknown.test").send().await.is_err());
+    let r = gw.wait_record(|r| r["event"] == "conn.open" && r["sni"] == "unknown.test").await;
     assert_eq!(r["action"], "deny");
     assert_eq!(r["reason"], "no-route");
     assert_eq!(r["service"], Value::Null);
@@ -337,16 +261,10 @@ async fn host_must_match_the_sni_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_on_the_tls_port_is_refused() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
-    let mut tcp = tcp_from(ip("127.0.0.2"), gw.addr("https"))
-        .await
-        .expect("tcp");
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: admin.test\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tcp = tcp_from(ip("127.0.0.2"), gw.addr("https")).await.expect("tcp");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: admin.test\r\n\r\n").await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut out))
-        .await
-        .expect("closed in time");
+    let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut out)).await.expect("closed in time");
     assert!(out.is_empty(), "plaintext got an answer: {out:?}");
     let r = gw.conn_open_from("127.0.0.2").await;
     assert_fields(&r, &CONN_OPEN_FIELDS);
@@ -384,16 +302,10 @@ fn tls11_client_hello(sni: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_tls_versions_are_refused() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
-    let mut tcp = tcp_from(ip("127.0.0.2"), gw.addr("https"))
-        .await
-        .expect("tcp");
-    tcp.write_all(&tls11_client_hello("admin.test"))
-        .await
-        .unwrap();
+    let mut tcp = tcp_from(ip("127.0.0.2"), gw.addr("https")).await.expect("tcp");
+    tcp.write_all(&tls11_client_hello("admin.test")).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut out))
-        .await
-        .expect("closed in time");
+    let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut out)).await.expect("closed in time");
     // At most an alert record (type 21), never a ServerHello (type 22).
     assert!(out.is_empty() || out[0] == 21, "TLS 1.1 got {out:?}");
     let r = gw.conn_open_from("127.0.0.2").await;
@@ -407,18 +319,12 @@ async fn min_version_13_refuses_a_tls12_client() {
     let (gw, _up) = gateway("127.0.0.1:0", "min_version = \"1.3\"").await;
     let c = gw.client();
     let cfg12 = c.config(&[b"http/1.1"], &[&rustls::version::TLS12]);
-    assert!(c
-        .connect_with(gw.addr("https"), ip("127.0.0.2"), "admin.test", cfg12)
-        .await
-        .is_err());
+    assert!(c.connect_with(gw.addr("https"), ip("127.0.0.2"), "admin.test", cfg12).await.is_err());
     let r = gw.conn_open_from("127.0.0.2").await;
     assert_eq!(r["reason"], "tls-version");
     assert_eq!(r["service"], "admin");
     let cfg13 = c.config(&[b"http/1.1"], &[&rustls::version::TLS13]);
-    assert!(c
-        .connect_with(gw.addr("https"), ip("127.0.0.5"), "admin.test", cfg13)
-        .await
-        .is_ok());
+    assert!(c.connect_with(gw.addr("https"), ip("127.0.0.5"), "admin.test", cfg13).await.is_ok());
     let ok = gw.conn_open_from("127.0.0.5").await;
     assert_eq!(ok["tls_version"], "TLSv1.3");
 }
@@ -427,33 +333,18 @@ async fn min_version_13_refuses_a_tls12_client() {
 async fn http1_and_http2_clients() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
     let c = gw.client();
-    let r1 = c
-        .get(gw.addr("https"), "127.0.0.2", "nas.test")
-        .path("/one")
-        .send()
-        .await
-        .expect("h1");
+    let r1 = c.get(gw.addr("https"), "127.0.0.2", "nas.test").path("/one").send().await.expect("h1");
     assert_eq!(r1.version, http::Version::HTTP_11);
     assert_eq!(r1.json()["path"], "/one");
-    let r2 = c
-        .get(gw.addr("https"), "127.0.0.2", "nas.test")
-        .path("/two")
-        .h2(true)
-        .send()
-        .await
-        .expect("h2");
+    let r2 = c.get(gw.addr("https"), "127.0.0.2", "nas.test").path("/two").h2(true).send().await.expect("h2");
     assert_eq!(r2.version, http::Version::HTTP_2);
     assert_eq!(r2.status, 200);
     assert_eq!(r2.json()["path"], "/two");
     assert_eq!(r2.json()["headers"]["host"], "nas.test");
     assert_eq!(r2.headers["strict-transport-security"], "max-age=31536000");
-    gw.wait_record(|r| r["event"] == "http.request" && r["path"] == "/two" && r["status"] == 200)
-        .await;
+    gw.wait_record(|r| r["event"] == "http.request" && r["path"] == "/two" && r["status"] == 200).await;
     let tls12 = c.config(&[b"h2"], &[&rustls::version::TLS12]);
-    let s = c
-        .connect_with(gw.addr("https"), ip("127.0.0.5"), "nas.test", tls12)
-        .await
-        .expect("TLS 1.2 is accepted");
+    let s = c.connect_with(gw.addr("https"), ip("127.0.0.5"), "nas.test", tls12).await.expect("TLS 1.2 is accepted");
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 }
 
@@ -461,37 +352,23 @@ async fn http1_and_http2_clients() {
 async fn websocket_echo_through_the_proxy() {
     use futures_util::{SinkExt, StreamExt};
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
-    let tls = gw
-        .client()
-        .connect(gw.addr("https"), ip("127.0.0.2"), "ws.test", false)
+    let tls = gw.client().connect(gw.addr("https"), ip("127.0.0.2"), "ws.test", false).await.expect("tls");
+    let (mut ws, resp) = tokio::time::timeout(DEADLINE, tokio_tungstenite::client_async("wss://ws.test/socket", tls))
         .await
-        .expect("tls");
-    let (mut ws, resp) = tokio::time::timeout(
-        DEADLINE,
-        tokio_tungstenite::client_async("wss://ws.test/socket", tls),
-    )
-    .await
-    .expect("in time")
-    .expect("websocket handshake");
+        .expect("in time")
+        .expect("websocket handshake");
     assert_eq!(resp.status(), 101);
     for i in 0..3 {
         let msg = format!("hello {i}");
-        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone()))
-            .await
-            .unwrap();
-        let back = tokio::time::timeout(DEADLINE, ws.next())
-            .await
-            .expect("echo in time")
-            .expect("message")
-            .expect("ok");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone())).await.unwrap();
+        let back =
+            tokio::time::timeout(DEADLINE, ws.next()).await.expect("echo in time").expect("message").expect("ok");
         assert_eq!(back.into_text().unwrap(), msg);
     }
     ws.close(None).await.unwrap();
     drop(ws);
     let open = gw.conn_open_from("127.0.0.2").await;
-    let req = gw
-        .wait_record(|r| r["event"] == "http.request" && r["conn"] == open["conn"])
-        .await;
+    let req = gw.wait_record(|r| r["event"] == "http.request" && r["conn"] == open["conn"]).await;
     assert_eq!(req["status"], 101);
     let close = gw.conn_close(&open["conn"]).await;
     assert!(close["bytes_in"].as_u64().unwrap() > 0);
@@ -500,17 +377,10 @@ async fn websocket_echo_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_a_quick_502() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
-    let r = gw
-        .client()
-        .get(gw.addr("https"), "127.0.0.2", "down.test")
-        .send()
-        .await
-        .expect("answer");
+    let r = gw.client().get(gw.addr("https"), "127.0.0.2", "down.test").send().await.expect("answer");
     assert_eq!(r.status, 502);
     assert!(String::from_utf8_lossy(&r.body).contains("unreachable"));
-    let logged = gw
-        .wait_record(|r| r["event"] == "http.request" && r["service"] == "down")
-        .await;
+    let logged = gw.wait_record(|r| r["event"] == "http.request" && r["service"] == "down").await;
     assert_eq!(logged["status"], 502);
 }
 
@@ -519,15 +389,8 @@ async fn sigterm_drains_an_in_flight_request() {
     let (mut gw, up) = gateway("127.0.0.1:0", "").await;
     let c = gw.client();
     let addr = gw.addr("https");
-    let inflight = tokio::spawn(async move {
-        c.get(addr, "127.0.0.2", "admin.test")
-            .path("/slow")
-            .send()
-            .await
-    });
-    tokio::time::timeout(DEADLINE, up.slow_started.notified())
-        .await
-        .expect("request reached the upstream");
+    let inflight = tokio::spawn(async move { c.get(addr, "127.0.0.2", "admin.test").path("/slow").send().await });
+    tokio::time::timeout(DEADLINE, up.slow_started.notified()).await.expect("request reached the upstream");
     gw.signal("TERM");
     let resp = match inflight.await.unwrap() {
         Ok(r) => r,
@@ -543,10 +406,7 @@ async fn sigterm_drains_an_in_flight_request() {
     // New connections are refused once stopped.
     assert!(tcp_from(ip("127.0.0.2"), addr).await.is_err());
     let all = gw.records();
-    let req = all
-        .iter()
-        .find(|r| r["event"] == "http.request" && r["path"] == "/slow")
-        .expect("request logged");
+    let req = all.iter().find(|r| r["event"] == "http.request" && r["path"] == "/slow").expect("request logged");
     assert_eq!(req["status"], 200);
     assert!(all.iter().any(|r| r["event"] == "conn.close"));
     let last = all.last().unwrap();
@@ -563,31 +423,15 @@ async fn idle_connections_are_closed() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
     let c = gw.client();
     // nas has idle_timeout = 1s. Keep each connection open after one request.
-    let h1 = c
-        .connect(gw.addr("https"), ip("127.0.0.2"), "nas.test", false)
-        .await
-        .expect("h1");
-    let (mut s1, conn1) = hyper::client::conn::http1::handshake(TokioIo::new(h1))
-        .await
-        .unwrap();
+    let h1 = c.connect(gw.addr("https"), ip("127.0.0.2"), "nas.test", false).await.expect("h1");
+    let (mut s1, conn1) = hyper::client::conn::http1::handshake(TokioIo::new(h1)).await.unwrap();
     tokio::spawn(conn1);
-    let req = http::Request::get("/")
-        .header("host", "nas.test")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = http::Request::get("/").header("host", "nas.test").body(Full::new(Bytes::new())).unwrap();
     assert_eq!(s1.send_request(req).await.unwrap().status(), 200);
-    let h2 = c
-        .connect(gw.addr("https"), ip("127.0.0.5"), "nas.test", true)
-        .await
-        .expect("h2");
-    let (mut s2, conn2) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(h2))
-            .await
-            .unwrap();
+    let h2 = c.connect(gw.addr("https"), ip("127.0.0.5"), "nas.test", true).await.expect("h2");
+    let (mut s2, conn2) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(h2)).await.unwrap();
     tokio::spawn(conn2);
-    let req = http::Request::get("https://nas.test/")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let req = http::Request::get("https://nas.test/").body(Full::new(Bytes::new())).unwrap();
     assert_eq!(s2.send_request(req).await.unwrap().status(), 200);
     for src in ["127.0.0.2", "127.0.0.5"] {
         let open = gw.conn_open_from(src).await;
@@ -603,18 +447,10 @@ async fn idle_connections_are_closed() {
 async fn upstream_too_slow_is_a_504() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
     // /slow answers after 1.5 s; the service waits 1 s.
-    let r = gw
-        .client()
-        .get(gw.addr("https"), "127.0.0.2", "slow.test")
-        .path("/slow")
-        .send()
-        .await
-        .expect("answer");
+    let r = gw.client().get(gw.addr("https"), "127.0.0.2", "slow.test").path("/slow").send().await.expect("answer");
     assert_eq!(r.status, 504);
     assert!(String::from_utf8_lossy(&r.body).contains("did not answer in time"));
-    let logged = gw
-        .wait_record(|r| r["event"] == "http.request" && r["service"] == "slow")
-        .await;
+    let logged = gw.wait_record(|r| r["event"] == "http.request" && r["service"] == "slow").await;
     assert_eq!(logged["status"], 504);
 }
 
@@ -644,9 +480,9 @@ async fn start_tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
                     return;
                 };
                 let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from("tls upstream")),
-                    ))
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from("tls upstream"),
+                    )))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
@@ -703,19 +539,11 @@ allow = ["maintenance"]
     );
     let gw = start_with_ca(&body, pki.clone());
     let c = gw.client();
-    let ok = c
-        .get(gw.addr("https"), "127.0.0.2", "admin.test")
-        .send()
-        .await
-        .expect("answer");
+    let ok = c.get(gw.addr("https"), "127.0.0.2", "admin.test").send().await.expect("answer");
     assert_eq!(ok.status, 200);
     assert_eq!(&ok.body[..], b"tls upstream");
     // The same upstream checked against the system roots: not trusted, so 502.
-    let bad = c
-        .get(gw.addr("https"), "127.0.0.2", "localhost")
-        .send()
-        .await
-        .expect("answer");
+    let bad = c.get(gw.addr("https"), "127.0.0.2", "localhost").send().await.expect("answer");
     assert_eq!(bad.status, 502);
 }
 
@@ -728,22 +556,13 @@ fn start_with_ca(config: &str, pki: std::sync::Arc<TestPki>) -> TestGateway {
 async fn a_stalled_handshake_times_out() {
     let (gw, _up) = gateway("127.0.0.1:0", "handshake_timeout = \"1s\"").await;
     // Half a ClientHello, then silence.
-    let mut tcp = tcp_from(ip("127.0.0.2"), gw.addr("https"))
-        .await
-        .expect("tcp");
-    tcp.write_all(&tls11_client_hello("admin.test")[..20])
-        .await
-        .unwrap();
+    let mut tcp = tcp_from(ip("127.0.0.2"), gw.addr("https")).await.expect("tcp");
+    tcp.write_all(&tls11_client_hello("admin.test")[..20]).await.unwrap();
     let started = std::time::Instant::now();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut buf))
-        .await
-        .expect("closed by the gateway");
+    let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut buf)).await.expect("closed by the gateway");
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
-        "closed after {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "closed after {waited:?}");
     let r = gw.conn_open_from("127.0.0.2").await;
     assert_eq!(r["action"], "deny");
     assert_eq!(r["reason"], "tls-handshake");
@@ -753,46 +572,17 @@ async fn a_stalled_handshake_times_out() {
 async fn header_limits_are_enforced() {
     let (gw, _up) = gateway("127.0.0.1:0", "").await;
     let c = gw.client();
-    let many: Vec<(String, String)> = (0..120)
-        .map(|i| (format!("x-h{i}"), "v".to_string()))
-        .collect();
+    let many: Vec<(String, String)> = (0..120).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let r = c
-        .get(gw.addr("https"), "127.0.0.2", "admin.test")
-        .headers(&many)
-        .send()
-        .await;
-    assert!(
-        matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
-        "120 headers accepted"
-    );
+    let r = c.get(gw.addr("https"), "127.0.0.2", "admin.test").headers(&many).send().await;
+    assert!(matches!(&r, Ok(r) if r.status == 431) || r.is_err(), "120 headers accepted");
     let big = "a".repeat(70 * 1024);
-    let r = c
-        .get(gw.addr("https"), "127.0.0.2", "admin.test")
-        .headers(&[("x-big", &big)])
-        .send()
-        .await;
-    assert!(
-        matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
-        "a 70 KiB header accepted"
-    );
-    let r = c
-        .get(gw.addr("https"), "127.0.0.2", "admin.test")
-        .headers(&[("x-big", &big)])
-        .h2(true)
-        .send()
-        .await;
-    assert!(
-        matches!(&r, Ok(r) if r.status == 431) || r.is_err(),
-        "a 70 KiB h2 header list accepted"
-    );
+    let r = c.get(gw.addr("https"), "127.0.0.2", "admin.test").headers(&[("x-big", &big)]).send().await;
+    assert!(matches!(&r, Ok(r) if r.status == 431) || r.is_err(), "a 70 KiB header accepted");
+    let r = c.get(gw.addr("https"), "127.0.0.2", "admin.test").headers(&[("x-big", &big)]).h2(true).send().await;
+    assert!(matches!(&r, Ok(r) if r.status == 431) || r.is_err(), "a 70 KiB h2 header list accepted");
     // Within the limits: fine.
-    let ok = c
-        .get(gw.addr("https"), "127.0.0.2", "admin.test")
-        .headers(&many[..50])
-        .send()
-        .await
-        .expect("50 headers");
+    let ok = c.get(gw.addr("https"), "127.0.0.2", "admin.test").headers(&many[..50]).send().await.expect("50 headers");
     assert_eq!(ok.status, 200);
 }
 
@@ -826,10 +616,6 @@ async fn sigterm_right_after_start_still_stops_cleanly() {
         gw.signal("TERM");
         assert_eq!(gw.wait_exit(), 0);
         let all = gw.records();
-        assert_eq!(
-            all.last().map(|r| r["event"].clone()),
-            Some("gateway.stop".into()),
-            "{all:?}"
-        );
+        assert_eq!(all.last().map(|r| r["event"].clone()), Some("gateway.stop".into()), "{all:?}");
     }
 }

@@ -27,11 +27,7 @@ pub fn summarize(
     tz: &jiff::tz::TimeZone,
 ) -> std::io::Result<Activity> {
     let first_day = start.to_zoned(tz.clone()).date();
-    let last_day = end
-        .to_zoned(tz.clone())
-        .date()
-        .tomorrow()
-        .unwrap_or(jiff::civil::Date::MAX);
+    let last_day = end.to_zoned(tz.clone()).date().tomorrow().unwrap_or(jiff::civil::Date::MAX);
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Activity::default()),

@@ -49,11 +49,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
     fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -70,12 +66,8 @@ impl From<ManagerError> for ApiError {
     fn from(e: ManagerError) -> Self {
         match e {
             ManagerError::NotFound(_) => ApiError::not_found(e.to_string()),
-            ManagerError::Transition(t) => {
-                ApiError::new(StatusCode::CONFLICT, "wrong_state", t.to_string())
-            }
-            ManagerError::Conflict(_) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
-            }
+            ManagerError::Transition(t) => ApiError::new(StatusCode::CONFLICT, "wrong_state", t.to_string()),
+            ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             ManagerError::Store(s) => {
                 tracing::error!(error = %s, "window store failed");
                 ApiError::new(
@@ -92,34 +84,19 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> ApiResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut resp = Response::new(Full::new(Bytes::from(bytes)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut().insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        header::HeaderValue::from_static("max-age=31536000"),
-    );
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, header::HeaderValue::from_static("max-age=31536000"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     resp
 }
 
 fn error_response(e: ApiError) -> ApiResponse {
-    json(
-        e.status,
-        &serde_json::json!({ "error": e.message, "code": e.code }),
-    )
+    json(e.status, &serde_json::json!({ "error": e.message, "code": e.code }))
 }
 
 fn text(body: String, content_type: &'static str) -> ApiResponse {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     resp
 }
 
@@ -145,19 +122,13 @@ async fn metrics(state: &AdminState) -> ApiResponse {
         Ok(counts) => {
             for s in State::ALL {
                 let n = counts.get(&s).copied().unwrap_or(0);
-                state
-                    .metrics
-                    .windows
-                    .with_label_values(&[s.as_str()])
-                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+                state.metrics.windows.with_label_values(&[s.as_str()]).set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot count windows for /metrics"),
     }
     let encoder = prometheus::TextEncoder::new();
-    let body = encoder
-        .encode_to_string(&state.metrics.registry.gather())
-        .unwrap_or_default();
+    let body = encoder.encode_to_string(&state.metrics.registry.gather()).unwrap_or_default();
     text(body, "text/plain; version=0.0.4; charset=utf-8")
 }
 
@@ -174,9 +145,7 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let claimed = token
-        .and_then(auth::claimed_name)
-        .filter(|n| state.accounts.iter().any(|a| a.name == *n));
+    let claimed = token.and_then(auth::claimed_name).filter(|n| state.accounts.iter().any(|a| a.name == *n));
     let mut subjects = vec![Subject::Source(src)];
     if let Some(n) = claimed {
         subjects.push(Subject::Account(n.to_string()));
@@ -185,26 +154,15 @@ where
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "locked_out",
-            format!(
-                "too many failed logins; locked until {}",
-                crate::audit::format_ts(until, &state.tz)
-            ),
+            format!("too many failed logins; locked until {}", crate::audit::format_ts(until, &state.tz)),
         ));
     }
     let Some(account) = token.and_then(|t| auth::authenticate(&state.accounts, t)) else {
         let newly = state.lockout.fail(&subjects, now);
-        let reason = if token.is_none() {
-            "missing-token"
-        } else {
-            "bad-token"
-        };
+        let reason = if token.is_none() { "missing-token" } else { "bad-token" };
         state
             .log
-            .record(Event::AuthFailed(AuthFailed {
-                identity: claimed.map(str::to_string),
-                src_ip: src,
-                reason,
-            }))
+            .record(Event::AuthFailed(AuthFailed { identity: claimed.map(str::to_string), src_ip: src, reason }))
             .await;
         for (subject, until) in newly {
             let (identity, locked) = match &subject {
@@ -222,28 +180,15 @@ where
                 }))
                 .await;
         }
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token",
-        ));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token"));
     };
-    state
-        .lockout
-        .succeed(&[Subject::Source(src), Subject::Account(account.name.clone())]);
-    let actor = Actor {
-        name: account.name.clone(),
-        src: Some(src),
-    };
+    state.lockout.succeed(&[Subject::Source(src), Subject::Account(account.name.clone())]);
+    let actor = Actor { name: account.name.clone(), src: Some(src) };
 
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
-    let segments: Vec<&str> = path
-        .trim_start_matches("/api/v1/")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').filter(|s| !s.is_empty()).collect();
     match (method, segments.as_slice()) {
         (Method::GET, ["windows"]) => list(state, account, &query).await,
         (Method::POST, ["windows"]) => {
@@ -257,25 +202,15 @@ where
                 "deny" => Action::Deny,
                 "revoke" => Action::Revoke,
                 "review" => Action::Review,
-                _ => {
-                    return Err(ApiError::not_found(format!(
-                        "no action {verb:?} (approve, deny, revoke, review)"
-                    )))
-                }
+                _ => return Err(ApiError::not_found(format!("no action {verb:?} (approve, deny, revoke, review)"))),
             };
             let body = read_json::<ActBody, B>(req).await?;
             act(state, account, &actor, id, action, body).await
         }
-        (_, ["connections"] | ["blocks"] | ["reload"]) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "not in this version of Menshen",
-        )),
-        (_, ["windows", ..]) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method",
-            "method not allowed here",
-        )),
+        (_, ["connections"] | ["blocks"] | ["reload"]) => {
+            Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", "not in this version of Menshen"))
+        }
+        (_, ["windows", ..]) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method", "method not allowed here")),
         _ => Err(ApiError::not_found("no such API path")),
     }
 }
@@ -286,31 +221,14 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let body = tokio::time::timeout(
-        Duration::from_secs(30),
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            "the body did not arrive in time",
-        )
-    })?
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("bodies are at most {MAX_BODY} bytes"),
-        )
-    })?
-    .to_bytes();
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &body
-    };
+    let body = tokio::time::timeout(Duration::from_secs(30), Limited::new(req.into_body(), MAX_BODY).collect())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", "the body did not arrive in time"))?
+        .map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("bodies are at most {MAX_BODY} bytes"))
+        })?
+        .to_bytes();
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &body };
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -406,11 +324,7 @@ async fn list(state: &AdminState, account: &Account, query: &str) -> Result<ApiR
                     })?);
                 }
             }
-            _ => {
-                return Err(ApiError::bad(format!(
-                    "unknown query parameter {kv:?} (use state=...)"
-                )))
-            }
+            _ => return Err(ApiError::bad(format!("unknown query parameter {kv:?} (use state=...)"))),
         }
     }
     let windows = state.windows.list(states).await?;
@@ -432,9 +346,7 @@ async fn show(state: &AdminState, account: &Account, id: &str) -> Result<ApiResp
         .ok_or_else(|| ApiError::not_found(format!("no window {id}")))?;
     let mut view = WindowView::new(&w, &state.tz);
     let (dir, tz, wid) = (state.log_dir.clone(), state.tz.clone(), w.id.clone());
-    let summary =
-        tokio::task::spawn_blocking(move || activity::summarize(&dir, &wid, w.start, w.end, &tz))
-            .await;
+    let summary = tokio::task::spawn_blocking(move || activity::summarize(&dir, &wid, w.start, w.end, &tz)).await;
     match summary {
         Ok(Ok(a)) => view.activity = Some(a),
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the log for a window summary"),
@@ -452,15 +364,9 @@ async fn act(
     body: ActBody,
 ) -> Result<ApiResponse, ApiError> {
     if account.role != Role::Admin {
-        return Err(ApiError::forbidden(format!(
-            "only admins may {} windows",
-            action.as_str()
-        )));
+        return Err(ApiError::forbidden(format!("only admins may {} windows", action.as_str())));
     }
-    let note = body
-        .note
-        .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty());
+    let note = body.note.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
     if action == Action::Review && note.is_none() {
         return Err(ApiError::bad("note: a review says what was checked"));
     }
@@ -510,9 +416,7 @@ fn build_window(
     let mut longest = Duration::MAX;
     for (i, name) in req.services.iter().enumerate() {
         let Some(svc) = policy.services.iter().find(|s| s.name == *name) else {
-            return Err(ApiError::bad(format!(
-                "services[{i}]: unknown service {name:?}"
-            )));
+            return Err(ApiError::bad(format!("services[{i}]: unknown service {name:?}")));
         };
         let Some(max) = svc.window_max else {
             return Err(ApiError::bad(format!(
@@ -535,20 +439,19 @@ fn build_window(
     }
     let mut sources = Vec::new();
     for (i, s) in req.sources.iter().enumerate() {
-        let net = crate::config::parse_cidr(s)
-            .map_err(|e| ApiError::bad(format!("sources[{i}]: {e}")))?;
+        let net = crate::config::parse_cidr(s).map_err(|e| ApiError::bad(format!("sources[{i}]: {e}")))?;
         // An IPv4-mapped network counts as the IPv4 network it maps.
         let (prefix, limit, family) = match net {
             ipnet::IpNet::V4(n) => (n.prefix_len(), state.settings.max_prefix_v4, "IPv4"),
-            ipnet::IpNet::V6(n)
-                if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() =>
-            {
+            ipnet::IpNet::V6(n) if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() => {
                 (n.prefix_len() - 96, state.settings.max_prefix_v4, "IPv4")
             }
             ipnet::IpNet::V6(n) => (n.prefix_len(), state.settings.max_prefix_v6, "IPv6"),
         };
         if prefix < limit {
-            return Err(ApiError::bad(format!("sources[{i}]: {net} is wider than /{limit}, the widest {family} source a window may open")));
+            return Err(ApiError::bad(format!(
+                "sources[{i}]: {net} is wider than /{limit}, the widest {family} source a window may open"
+            )));
         }
         sources.push(net);
     }
@@ -564,16 +467,13 @@ fn build_window(
     let end = match (&req.end, &req.duration) {
         (Some(_), Some(_)) => return Err(ApiError::bad("end: give end or duration, not both")),
         (None, None) => return Err(ApiError::bad("end: give end or duration")),
-        (Some(e), None) => parse_time(e, &state.tz)
-            .ok_or_else(|| ApiError::bad(format!("end: {e:?} is not a time")))?,
+        (Some(e), None) => {
+            parse_time(e, &state.tz).ok_or_else(|| ApiError::bad(format!("end: {e:?} is not a time")))?
+        }
         (None, Some(d)) => {
-            let d = crate::config::parse_duration(d)
-                .map_err(|e| ApiError::bad(format!("duration: {e}")))?;
-            let d = jiff::SignedDuration::try_from(d)
-                .map_err(|_| ApiError::bad("duration: too long"))?;
-            start
-                .checked_add(d)
-                .map_err(|_| ApiError::bad("duration: too long"))?
+            let d = crate::config::parse_duration(d).map_err(|e| ApiError::bad(format!("duration: {e}")))?;
+            let d = jiff::SignedDuration::try_from(d).map_err(|_| ApiError::bad("duration: too long"))?;
+            start.checked_add(d).map_err(|_| ApiError::bad("duration: too long"))?
         }
     };
     if end <= start {
@@ -589,9 +489,7 @@ fn build_window(
     }
     let reason = req.reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > 2000 {
-        return Err(ApiError::bad(
-            "reason: say what work needs the access (1 to 2000 characters)",
-        ));
+        return Err(ApiError::bad("reason: say what work needs the access (1 to 2000 characters)"));
     }
     Ok(Window {
         id: new_id().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "random", e))?,

@@ -39,8 +39,7 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 /// A fresh token (`name.` + 32 random bytes in hex) and its `token_sha256`.
 pub fn new_token(account: Option<&str>) -> Result<(String, String), String> {
     let mut secret = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut secret)
-        .map_err(|_| "the system random source failed".to_string())?;
+    aws_lc_rs::rand::fill(&mut secret).map_err(|_| "the system random source failed".to_string())?;
     let token = match account {
         Some(name) => format!("{name}.{}", hex(&secret)),
         None => hex(&secret),
@@ -64,10 +63,7 @@ pub fn authenticate<'a>(accounts: &'a [Account], token: &str) -> Option<&'a Acco
 
 /// The account name a token claims (the part before the first '.'), if any.
 pub fn claimed_name(token: &str) -> Option<&str> {
-    token
-        .split_once('.')
-        .map(|(n, _)| n)
-        .filter(|n| !n.is_empty() && n.len() <= 64)
+    token.split_once('.').map(|(n, _)| n).filter(|n| !n.is_empty() && n.len() <= 64)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -99,32 +95,20 @@ struct LockState {
 
 impl Lockout {
     pub fn new(settings: LockoutSettings) -> Self {
-        Lockout {
-            settings,
-            state: Mutex::new(LockState::default()),
-        }
+        Lockout { settings, state: Mutex::new(LockState::default()) }
     }
 
     /// Until when any of `subjects` is locked, if one is.
     pub fn locked(&self, subjects: &[Subject], now: jiff::Timestamp) -> Option<jiff::Timestamp> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.locked_until.retain(|_, until| *until > now);
-        subjects
-            .iter()
-            .filter_map(|s| st.locked_until.get(s).copied())
-            .max()
+        subjects.iter().filter_map(|s| st.locked_until.get(s).copied()).max()
     }
 
     /// Count a failure against each subject; returns those it newly locks, with the end.
-    pub fn fail(
-        &self,
-        subjects: &[Subject],
-        now: jiff::Timestamp,
-    ) -> Vec<(Subject, jiff::Timestamp)> {
-        let window = jiff::SignedDuration::try_from(self.settings.window)
-            .unwrap_or(jiff::SignedDuration::MAX);
-        let duration = jiff::SignedDuration::try_from(self.settings.duration)
-            .unwrap_or(jiff::SignedDuration::MAX);
+    pub fn fail(&self, subjects: &[Subject], now: jiff::Timestamp) -> Vec<(Subject, jiff::Timestamp)> {
+        let window = jiff::SignedDuration::try_from(self.settings.window).unwrap_or(jiff::SignedDuration::MAX);
+        let duration = jiff::SignedDuration::try_from(self.settings.duration).unwrap_or(jiff::SignedDuration::MAX);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut newly = Vec::new();
         for s in subjects {
@@ -142,8 +126,7 @@ impl Lockout {
         }
         // Keep memory bounded: forget subjects with no recent failure.
         if st.failures.len() > 10_000 {
-            st.failures
-                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+            st.failures.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
         newly
     }
@@ -180,10 +163,7 @@ mod tests {
         assert_eq!(token.len(), 5 + 64);
         assert_eq!(parse_hex32(&hash), Some(token_hash(&token)));
         let accounts = vec![account("wang", "other"), account("chen", &token)];
-        assert_eq!(
-            authenticate(&accounts, &token).map(|a| a.name.as_str()),
-            Some("chen")
-        );
+        assert_eq!(authenticate(&accounts, &token).map(|a| a.name.as_str()), Some("chen"));
         assert!(authenticate(&accounts, "chen.wrong").is_none());
         assert!(authenticate(&accounts, "").is_none());
         assert_eq!(claimed_name("chen.abc"), Some("chen"));
@@ -202,10 +182,7 @@ mod tests {
         });
         let t0: jiff::Timestamp = "2026-11-21T02:00:00Z".parse().unwrap();
         let min = |m: i64| t0 + jiff::SignedDuration::from_mins(m);
-        let who = [
-            Subject::Account("chen".into()),
-            Subject::Source("127.0.0.2".parse().unwrap()),
-        ];
+        let who = [Subject::Account("chen".into()), Subject::Source("127.0.0.2".parse().unwrap())];
         for i in 0..4 {
             assert!(l.fail(&who, min(i)).is_empty());
             assert_eq!(l.locked(&who, min(i)), None);

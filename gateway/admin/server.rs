@@ -18,12 +18,7 @@ pub const LISTENER: &str = "admin";
 /// An admin session with no traffic for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
 
-pub async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    state: Arc<AdminState>,
-    allow: Arc<IpSet>,
-) {
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, state: Arc<AdminState>, allow: Arc<IpSet>) {
     loop {
         let accepted = tokio::select! {
             _ = shared.draining.cancelled() => break,
@@ -42,13 +37,7 @@ pub async fn accept_loop(
     }
 }
 
-async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    state: Arc<AdminState>,
-    allow: Arc<IpSet>,
-) {
+async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state: Arc<AdminState>, allow: Arc<IpSet>) {
     let _ = stream.set_nodelay(true);
     let peer = Peer {
         conn: shared.next_conn_id(),
@@ -66,10 +55,7 @@ async fn handle(
         window: None,
         identity: None,
     };
-    let mut hello = Hello {
-        proto: "tcp",
-        ..Hello::default()
-    };
+    let mut hello = Hello { proto: "tcp", ..Hello::default() };
 
     let refusal = if policy.blocked.contains(peer.src) {
         Some(Reason::Blocked)
@@ -91,51 +77,25 @@ async fn handle(
     };
     let counts = Arc::new(ByteCounts::default());
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.clone());
-    let tls = match tokio::time::timeout(
-        shared.handshake_timeout,
-        acceptor.accept(Counted::new(stream, counts.clone())),
-    )
-    .await
-    {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            let reason = conn::tls_failure(old_version, &e);
-            shared
-                .metrics
-                .tls_handshake_failures
-                .with_label_values(&[LISTENER, reason.as_str()])
-                .inc();
-            return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
-        }
-        Err(_) => {
-            shared
-                .metrics
-                .tls_handshake_failures
-                .with_label_values(&[LISTENER, "tls-handshake"])
-                .inc();
-            return conn::write_open(
-                &shared,
-                &names,
-                &peer,
-                &hello,
-                Action::Deny,
-                Reason::TlsHandshake,
-            )
-            .await;
-        }
-    };
+    let tls =
+        match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(Counted::new(stream, counts.clone())))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let reason = conn::tls_failure(old_version, &e);
+                shared.metrics.tls_handshake_failures.with_label_values(&[LISTENER, reason.as_str()]).inc();
+                return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
+            }
+            Err(_) => {
+                shared.metrics.tls_handshake_failures.with_label_values(&[LISTENER, "tls-handshake"]).inc();
+                return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, Reason::TlsHandshake).await;
+            }
+        };
     hello.tls_version = conn::tls_version(&tls);
     hello.sni = tls.get_ref().1.server_name().map(str::to_string);
     names.service = Some(LISTENER);
-    conn::write_open(
-        &shared,
-        &names,
-        &peer,
-        &hello,
-        Action::Allow,
-        Reason::Allowlist,
-    )
-    .await;
+    conn::write_open(&shared, &names, &peer, &hello, Action::Allow, Reason::Allowlist).await;
 
     let record = ConnRecord::new(
         &shared,

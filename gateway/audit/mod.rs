@@ -82,10 +82,7 @@ impl AuditLog {
 
     /// Queue a record, waiting while the queue is full.
     pub async fn record(&self, event: Event) {
-        let entry = Entry {
-            ts: jiff::Timestamp::now(),
-            event,
-        };
+        let entry = Entry { ts: jiff::Timestamp::now(), event };
         match self.tx.try_send(entry) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(entry)) => {
@@ -103,10 +100,7 @@ impl AuditLog {
     /// Queue a record from synchronous code (a `Drop`): when the queue is full, a task
     /// waits for room instead, so the record is still never dropped.
     pub fn record_detached(&self, event: Event) {
-        let entry = Entry {
-            ts: jiff::Timestamp::now(),
-            event,
-        };
+        let entry = Entry { ts: jiff::Timestamp::now(), event };
         if let Err(mpsc::error::TrySendError::Full(entry)) = self.tx.try_send(entry) {
             self.metrics.log_queue_full.inc();
             let tx = self.tx.clone();
@@ -124,19 +118,12 @@ impl AuditLog {
 
 /// RFC 3339 with milliseconds and the zone's offset, e.g. `2026-11-21T18:34:05.120+08:00`.
 pub fn format_ts(ts: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
-    ts.to_zoned(tz.clone())
-        .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
-        .to_string()
+    ts.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string()
 }
 
 /// The file of a day: `menshen-YYYYMMDD.jsonl`.
 pub fn file_name(date: jiff::civil::Date) -> String {
-    format!(
-        "menshen-{:04}{:02}{:02}.jsonl",
-        date.year(),
-        date.month(),
-        date.day()
-    )
+    format!("menshen-{:04}{:02}{:02}.jsonl", date.year(), date.month(), date.day())
 }
 
 struct Writer {
@@ -191,10 +178,7 @@ impl Writer {
             tries += 1;
             tracing::error!(error = %e, "final log write failed");
             if tries >= 5 {
-                tracing::error!(
-                    bytes = self.buf.len(),
-                    "giving up on the log tail at shutdown"
-                );
+                tracing::error!(bytes = self.buf.len(), "giving up on the log tail at shutdown");
                 return;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -250,16 +234,9 @@ impl Writer {
             return Ok(());
         }
         if self.file.is_none() {
-            let day = self
-                .day
-                .unwrap_or_else(|| jiff::Timestamp::now().to_zoned(self.s.tz.clone()).date());
+            let day = self.day.unwrap_or_else(|| jiff::Timestamp::now().to_zoned(self.s.tz.clone()).date());
             let path = self.s.dir.join(file_name(day));
-            self.file = Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            );
+            self.file = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
         }
         if let Some(f) = self.file.as_mut() {
             f.write_all(&self.buf)?;
@@ -277,9 +254,7 @@ fn resume_chain(dir: &Path) -> std::io::Result<Chain> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("menshen-") && n.ends_with(".jsonl"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("menshen-") && n.ends_with(".jsonl"))
         })
         .collect();
     files.sort();
@@ -292,15 +267,9 @@ fn resume_chain(dir: &Path) -> std::io::Result<Chain> {
                 hash: String,
             }
             if let Ok(t) = serde_json::from_str::<Tail>(line) {
-                return Ok(Chain {
-                    seq: t.seq,
-                    prev: t.hash,
-                });
+                return Ok(Chain { seq: t.seq, prev: t.hash });
             }
         }
     }
-    Ok(Chain {
-        seq: 0,
-        prev: GENESIS.to_string(),
-    })
+    Ok(Chain { seq: 0, prev: GENESIS.to_string() })
 }

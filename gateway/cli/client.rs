@@ -15,11 +15,7 @@ use std::time::Duration;
 /// Why a call failed: the gateway said no (exit 1), or we could not ask (exit 2).
 #[derive(Debug)]
 pub enum CallError {
-    Refused {
-        status: u16,
-        message: String,
-        code: String,
-    },
+    Refused { status: u16, message: String, code: String },
     Unreachable(String),
 }
 
@@ -31,9 +27,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(url: &str, token: &str, ca: Option<&Path>) -> Result<Self, String> {
-        let base: http::Uri = url
-            .parse()
-            .map_err(|_| format!("admin URL {url:?} is not a URL"))?;
+        let base: http::Uri = url.parse().map_err(|_| format!("admin URL {url:?} is not a URL"))?;
         if base.scheme_str() != Some("https") || base.host().is_none() {
             return Err(format!("admin URL {url:?} must be https://HOST:PORT"));
         }
@@ -48,66 +42,34 @@ impl AdminClient {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(AdminClient {
-            base,
-            token: token.to_string(),
-            client,
-        })
+        Ok(AdminClient { base, token: token.to_string(), client })
     }
 
-    pub async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, CallError> {
-        let authority = self
-            .base
-            .authority()
-            .map(|a| a.as_str())
-            .unwrap_or_default();
+    pub async fn call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Value, CallError> {
+        let authority = self.base.authority().map(|a| a.as_str()).unwrap_or_default();
         let uri = format!("https://{authority}{path}");
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = http::Request::builder()
             .method(method)
             .uri(uri)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(bytes))
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let fut = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| CallError::Unreachable(describe(&e)))?;
+            let resp = self.client.request(req).await.map_err(|e| CallError::Unreachable(describe(&e)))?;
             let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| CallError::Unreachable(e.to_string()))?
-                .to_bytes();
+            let body = resp.into_body().collect().await.map_err(|e| CallError::Unreachable(e.to_string()))?.to_bytes();
             let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if status.is_success() {
                 Ok(value)
             } else {
-                let message = value["error"]
-                    .as_str()
-                    .unwrap_or("(no message)")
-                    .to_string();
+                let message = value["error"].as_str().unwrap_or("(no message)").to_string();
                 let code = value["code"].as_str().unwrap_or("").to_string();
                 if status.is_server_error() {
                     Err(CallError::Unreachable(format!("{status}: {message}")))
                 } else {
-                    Err(CallError::Refused {
-                        status: status.as_u16(),
-                        message,
-                        code,
-                    })
+                    Err(CallError::Refused { status: status.as_u16(), message, code })
                 }
             }
         };

@@ -9,11 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "menshen",
-    version,
-    about = "Access gateway for maintenance and admin interfaces"
-)]
+#[command(name = "menshen", version, about = "Access gateway for maintenance and admin interfaces")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -55,10 +51,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MENSHEN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MENSHEN_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match cli.command {
         Command::Check { config } => summary::check(&config),
@@ -90,10 +83,7 @@ pub fn main() -> ExitCode {
 }
 
 fn with_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(f),
         Err(e) => {
             eprintln!("menshen: cannot start the runtime: {e}");

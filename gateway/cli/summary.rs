@@ -16,11 +16,7 @@ pub fn check(path: &Path) -> ExitCode {
             for e in &errors.0 {
                 eprintln!("error: {e}");
             }
-            eprintln!(
-                "{}: {} problem(s); fix them and run `menshen check` again",
-                path.display(),
-                errors.0.len()
-            );
+            eprintln!("{}: {} problem(s); fix them and run `menshen check` again", path.display(), errors.0.len());
             ExitCode::FAILURE
         }
     }
@@ -43,13 +39,7 @@ pub fn summarize(cfg: &Config) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{}: OK", cfg.path.display());
     let g = &cfg.gateway;
-    let _ = writeln!(
-        o,
-        "gateway   {} (time zone {}), state in {}",
-        g.name,
-        g.timezone_name,
-        g.state_dir.display()
-    );
+    let _ = writeln!(o, "gateway   {} (time zone {}), state in {}", g.name, g.timezone_name, g.state_dir.display());
     let l = &cfg.log;
     let _ = writeln!(
         o,
@@ -57,16 +47,8 @@ pub fn summarize(cfg: &Config) -> String {
         l.dir.display(),
         l.retention_days,
         l.max_disk >> 20,
-        if l.sync == SyncMode::Always {
-            "always"
-        } else {
-            "interval"
-        },
-        if l.on_full == OnFull::Refuse {
-            "refuse connections"
-        } else {
-            "overwrite oldest"
-        },
+        if l.sync == SyncMode::Always { "always" } else { "interval" },
+        if l.on_full == OnFull::Refuse { "refuse connections" } else { "overwrite oldest" },
         if l.http_requests { "on" } else { "off" }
     );
     let t = &cfg.tls;
@@ -80,20 +62,12 @@ pub fn summarize(cfg: &Config) -> String {
                 o,
                 "tls       TLS {min}+, cert {} ({}, valid until {})",
                 t.cert.display(),
-                if c.self_signed {
-                    "self-signed"
-                } else {
-                    c.subject.as_str()
-                },
+                if c.self_signed { "self-signed" } else { c.subject.as_str() },
                 c.not_after
             );
         }
         None => {
-            let _ = writeln!(
-                o,
-                "tls       TLS {min}+, cert {} (generated at first run)",
-                t.cert.display()
-            );
+            let _ = writeln!(o, "tls       TLS {min}+, cert {} (generated at first run)", t.cert.display());
         }
     }
     let _ = writeln!(o, "\nlisteners (every port the gateway opens)");
@@ -112,25 +86,12 @@ pub fn summarize(cfg: &Config) -> String {
         for to in 0..p.zones.len() {
             let a = p.access(from, to);
             if a != Access::Deny {
-                let _ = writeln!(
-                    o,
-                    "  {} -> {}: {}",
-                    p.zones[from].name,
-                    p.zones[to].name,
-                    a.as_str()
-                );
+                let _ = writeln!(o, "  {} -> {}: {}", p.zones[from].name, p.zones[to].name, a.as_str());
             }
         }
     }
-    let blocked = if p.blocked.is_empty() {
-        "none"
-    } else {
-        "the `blocked` set, refused first"
-    };
-    let _ = writeln!(
-        o,
-        "\nservices (who may reach what; blocked sources: {blocked})"
-    );
+    let blocked = if p.blocked.is_empty() { "none" } else { "the `blocked` set, refused first" };
+    let _ = writeln!(o, "\nservices (who may reach what; blocked sources: {blocked})");
     for s in &p.services {
         let l = &p.listeners[s.listener];
         let access = p.access(l.zone, s.zone);
@@ -141,13 +102,7 @@ pub fn summarize(cfg: &Config) -> String {
             Access::Deny => "nobody".to_string(),
         };
         let _ = writeln!(o, "  {}", s.name);
-        let _ = writeln!(
-            o,
-            "    reached at   https://{{{}}} on {} ({})",
-            s.hosts.join(","),
-            l.name,
-            l.bind
-        );
+        let _ = writeln!(o, "    reached at   https://{{{}}} on {} ({})", s.hosts.join(","), l.name, l.bind);
         let _ = writeln!(
             o,
             "    forwards to  {:?} in zone {} ({} -> {}: {})",
@@ -162,11 +117,7 @@ pub fn summarize(cfg: &Config) -> String {
             Some(w) => format!("access windows up to {}", human_duration(w)),
             None => "no access windows".into(),
         };
-        let _ = writeln!(
-            o,
-            "    limits       {window}; idle timeout {}",
-            human_duration(s.idle_timeout)
-        );
+        let _ = writeln!(o, "    limits       {window}; idle timeout {}", human_duration(s.idle_timeout));
     }
     if !cfg.warnings.is_empty() {
         let _ = writeln!(o, "\nwarnings");

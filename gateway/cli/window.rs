@@ -111,21 +111,10 @@ pub async fn run(conn: Connection, cmd: WindowCmd) -> ExitCode {
         }
     };
     let action = |verb: &str, id: &str, note: Option<String>| {
-        (
-            Method::POST,
-            format!("/api/v1/windows/{}/{verb}", encode(id)),
-            Some(json!({ "note": note })),
-        )
+        (Method::POST, format!("/api/v1/windows/{}/{verb}", encode(id)), Some(json!({ "note": note })))
     };
     let (method, path, body) = match cmd {
-        WindowCmd::Request {
-            services,
-            sources,
-            start,
-            end,
-            duration,
-            reason,
-        } => (
+        WindowCmd::Request { services, sources, start, end, duration, reason } => (
             Method::POST,
             "/api/v1/windows".to_string(),
             Some(
@@ -137,16 +126,10 @@ pub async fn run(conn: Connection, cmd: WindowCmd) -> ExitCode {
         WindowCmd::Revoke { id, note } => action("revoke", &id, note),
         WindowCmd::Review { id, note } => action("review", &id, Some(note)),
         WindowCmd::List { state } => {
-            let q = state
-                .map(|s| format!("?state={}", encode(&s)))
-                .unwrap_or_default();
+            let q = state.map(|s| format!("?state={}", encode(&s))).unwrap_or_default();
             (Method::GET, format!("/api/v1/windows{q}"), None)
         }
-        WindowCmd::Show { id } => (
-            Method::GET,
-            format!("/api/v1/windows/{}", encode(&id)),
-            None,
-        ),
+        WindowCmd::Show { id } => (Method::GET, format!("/api/v1/windows/{}", encode(&id)), None),
     };
     match client.call(method, &path, body).await {
         Ok(v) => {
@@ -157,16 +140,9 @@ pub async fn run(conn: Connection, cmd: WindowCmd) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(CallError::Refused {
-            status,
-            message,
-            code,
-        }) => {
+        Err(CallError::Refused { status, message, code }) => {
             if conn.json {
-                println!(
-                    "{}",
-                    json!({ "error": message, "code": code, "status": status })
-                );
+                println!("{}", json!({ "error": message, "code": code, "status": status }));
             }
             eprintln!("menshen: refused ({status} {code}): {message}");
             ExitCode::from(1)
@@ -182,9 +158,7 @@ pub async fn run(conn: Connection, cmd: WindowCmd) -> ExitCode {
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b',' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -193,10 +167,7 @@ fn encode(s: &str) -> String {
 fn render(v: &Value) -> String {
     match v {
         Value::Array(items) => {
-            let views: Vec<WindowView> = items
-                .iter()
-                .filter_map(|i| serde_json::from_value(i.clone()).ok())
-                .collect();
+            let views: Vec<WindowView> = items.iter().filter_map(|i| serde_json::from_value(i.clone()).ok()).collect();
             table(&views)
         }
         other => match serde_json::from_value::<WindowView>(other.clone()) {
@@ -207,18 +178,8 @@ fn render(v: &Value) -> String {
 }
 
 fn table(views: &[WindowView]) -> String {
-    let mut rows = vec![[
-        "ID",
-        "STATE",
-        "REQUESTER",
-        "SERVICES",
-        "SOURCES",
-        "START",
-        "END",
-        "REVIEW",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let mut rows =
+        vec![["ID", "STATE", "REQUESTER", "SERVICES", "SOURCES", "START", "END", "REVIEW"].map(String::from).to_vec()];
     for w in views {
         let review = if w.pending_review {
             "pending"
@@ -238,16 +199,10 @@ fn table(views: &[WindowView]) -> String {
             review.to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
+        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -269,18 +224,7 @@ fn detail(w: &WindowView) -> String {
     let mut o = String::new();
     let mut line = |k: &str, v: &str| o.push_str(&format!("{k:<14}{v}\n"));
     line("id", &w.id);
-    line(
-        "state",
-        &format!(
-            "{}{}",
-            w.state,
-            if w.self_approved {
-                " (self-approved: review it)"
-            } else {
-                ""
-            }
-        ),
-    );
+    line("state", &format!("{}{}", w.state, if w.self_approved { " (self-approved: review it)" } else { "" }));
     line("requester", &w.requester);
     line("approver", w.approver.as_deref().unwrap_or("-"));
     line("services", &w.services.join(", "));
@@ -304,11 +248,7 @@ fn detail(w: &WindowView) -> String {
     match (&w.reviewed_by, w.pending_review) {
         (Some(by), _) => line(
             "review",
-            &format!(
-                "{by} at {}: {}",
-                w.reviewed_at.as_deref().unwrap_or("?"),
-                w.review_note.as_deref().unwrap_or("")
-            ),
+            &format!("{by} at {}: {}", w.reviewed_at.as_deref().unwrap_or("?"), w.review_note.as_deref().unwrap_or("")),
         ),
         (None, true) => line("review", "pending"),
         _ => {}
@@ -321,11 +261,7 @@ fn detail(w: &WindowView) -> String {
                 a.connections,
                 a.bytes_in,
                 a.bytes_out,
-                if a.sources.is_empty() {
-                    "-".to_string()
-                } else {
-                    a.sources.join(", ")
-                }
+                if a.sources.is_empty() { "-".to_string() } else { a.sources.join(", ") }
             ),
         );
         if let (Some(f), Some(l)) = (&a.first, &a.last) {

@@ -180,11 +180,7 @@ impl fmt::Display for ConfigErrors {
 pub fn load(path: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            key: String::new(),
-            reason: format!("cannot read: {e}"),
-        }])
+        ConfigErrors(vec![ConfigError { file: file.clone(), key: String::new(), reason: format!("cannot read: {e}") }])
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let raw = parse(&file, &text)?;
@@ -197,18 +193,12 @@ fn parse(file: &str, text: &str) -> Result<raw::RawConfig, ConfigErrors> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let line = inner
-            .span()
-            .map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
+        let line = inner.span().map(|s| 1 + text[..s.start.min(text.len())].matches('\n').count());
         let reason = match line {
             Some(l) => format!("{} (line {l})", inner.message()),
             None => inner.message().to_string(),
         };
         let key = if key == "." { String::new() } else { key };
-        ConfigErrors(vec![ConfigError {
-            file: file.to_string(),
-            key,
-            reason,
-        }])
+        ConfigErrors(vec![ConfigError { file: file.to_string(), key, reason }])
     })
 }

@@ -4,10 +4,8 @@ use std::time::Duration;
 
 /// A positive duration such as `90s`, `15m`, `8h`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (write e.g. \"90s\", \"15m\", \"8h\")"))?;
+    let d: jiff::SignedDuration =
+        s.trim().parse().map_err(|_| format!("{s:?} is not a duration (write e.g. \"90s\", \"15m\", \"8h\")"))?;
     if d.is_negative() || d.is_zero() {
         return Err(format!("{s:?} must be longer than zero"));
     }
@@ -19,9 +17,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (write e.g. \"256MiB\", \"20GiB\")"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (write e.g. \"256MiB\", \"20GiB\")"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -32,11 +28,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)"
-            ))
-        }
+        other => return Err(format!("{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, TiB, kB, MB, GB, TB)")),
     };
     match n.checked_mul(mult) {
         Some(0) => Err(format!("{s:?} must be larger than zero")),
@@ -57,9 +49,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("-5s").is_err());
-        assert!(parse_duration("soon")
-            .unwrap_err()
-            .contains("not a duration"));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
     }
 
     #[test]
@@ -70,9 +60,7 @@ mod tests {
         assert_eq!(parse_size("2 GB"), Ok(2_000_000_000));
         assert!(parse_size("0MiB").is_err());
         assert!(parse_size("12XB").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("99999999999TiB")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
         assert!(parse_size("lots").is_err());
     }
 }

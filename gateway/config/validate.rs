@@ -24,16 +24,11 @@ struct Ctx {
 
 impl Ctx {
     fn err(&mut self, key: impl Into<String>, reason: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: self.file.clone(),
-            key: key.into(),
-            reason: reason.into(),
-        });
+        self.errors.push(ConfigError { file: self.file.clone(), key: key.into(), reason: reason.into() });
     }
 
     fn warn(&mut self, key: &str, reason: impl fmt::Display) {
-        self.warnings
-            .push(format!("{}: {key}: {reason}", self.file));
+        self.warnings.push(format!("{}: {key}: {reason}", self.file));
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -85,23 +80,17 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let t = s.trim();
     if let Ok(n) = t.parse::<IpNet>() {
         if n.trunc() != n {
-            return Err(format!(
-                "{s:?} has host bits set (did you mean {}?)",
-                n.trunc()
-            ));
+            return Err(format!("{s:?} has host bits set (did you mean {}?)", n.trunc()));
         }
         return Ok(n);
     }
-    t.parse::<std::net::IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("{s:?} is not a CIDR or IP address"))
+    t.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| format!("{s:?} is not a CIDR or IP address"))
 }
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn valid_host(s: &str) -> bool {
@@ -117,38 +106,19 @@ fn valid_host(s: &str) -> bool {
         })
 }
 
-pub(super) fn validate(
-    raw: RawConfig,
-    path: &Path,
-    base: &Path,
-    mode: Mode,
-) -> Result<Config, ConfigErrors> {
-    let mut cx = Ctx {
-        file: path.display().to_string(),
-        base: base.to_path_buf(),
-        errors: vec![],
-        warnings: vec![],
-    };
+pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx { file: path.display().to_string(), base: base.to_path_buf(), errors: vec![], warnings: vec![] };
 
     // [gateway]
     if !valid_name(&raw.gateway.name) {
-        cx.err(
-            "gateway.name",
-            format!(
-                "{:?} must be 1-64 letters, digits, '-', '_' or '.'",
-                raw.gateway.name
-            ),
-        );
+        cx.err("gateway.name", format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", raw.gateway.name));
     }
     let timezone = match jiff::tz::TimeZone::get(&raw.gateway.timezone) {
         Ok(tz) => tz,
         Err(_) => {
             cx.err(
                 "gateway.timezone",
-                format!(
-                    "{:?} is not a known IANA time zone (e.g. \"Asia/Taipei\")",
-                    raw.gateway.timezone
-                ),
+                format!("{:?} is not a known IANA time zone (e.g. \"Asia/Taipei\")", raw.gateway.timezone),
             );
             jiff::tz::TimeZone::UTC
         }
@@ -175,10 +145,7 @@ pub(super) fn validate(
     let mut sets: HashMap<&str, IpSet> = HashMap::new();
     for (name, list) in &raw.ip_sets {
         if !valid_name(name) {
-            cx.err(
-                format!("ip_sets.{name}"),
-                "set names are 1-64 letters, digits, '-', '_' or '.'",
-            );
+            cx.err(format!("ip_sets.{name}"), "set names are 1-64 letters, digits, '-', '_' or '.'");
         }
         let nets = cx.cidrs(&format!("ip_sets.{name}"), list);
         sets.insert(name.as_str(), IpSet::new(&nets));
@@ -186,43 +153,28 @@ pub(super) fn validate(
     let blocked = sets.get("blocked").cloned().unwrap_or_default();
 
     // [zones]
-    let mut zones = vec![Zone {
-        name: "wan".into(),
-        networks: IpSet::default(),
-    }];
+    let mut zones = vec![Zone { name: "wan".into(), networks: IpSet::default() }];
     let mut zone_nets: Vec<(String, Vec<IpNet>)> = Vec::new();
     for (name, list) in &raw.zones {
         if name == "wan" {
-            cx.err(
-                "zones.wan",
-                "`wan` is everything not in another zone; it takes no networks",
-            );
+            cx.err("zones.wan", "`wan` is everything not in another zone; it takes no networks");
             continue;
         }
         if !valid_name(name) {
-            cx.err(
-                format!("zones.{name}"),
-                "zone names are 1-64 letters, digits, '-', '_' or '.'",
-            );
+            cx.err(format!("zones.{name}"), "zone names are 1-64 letters, digits, '-', '_' or '.'");
         }
         let nets = cx.cidrs(&format!("zones.{name}"), list);
         for (other, onets) in &zone_nets {
-            if let Some((a, b)) = nets.iter().find_map(|a| {
-                onets
-                    .iter()
-                    .find(|b| a.contains(*b) || b.contains(a))
-                    .map(|b| (a, b))
-            }) {
+            if let Some((a, b)) =
+                nets.iter().find_map(|a| onets.iter().find(|b| a.contains(*b) || b.contains(a)).map(|b| (a, b)))
+            {
                 cx.err(
                     format!("zones.{name}"),
                     format!("{a} overlaps {b} of zone {other:?}: a host lives in one zone"),
                 );
             }
         }
-        zones.push(Zone {
-            name: name.clone(),
-            networks: IpSet::new(&nets),
-        });
+        zones.push(Zone { name: name.clone(), networks: IpSet::new(&nets) });
         zone_nets.push((name.clone(), nets));
     }
     let zone_id = |name: &str| zones.iter().position(|z| z.name == name);
@@ -235,26 +187,17 @@ pub(super) fn validate(
         let from = zone_id(&r.from);
         let to = zone_id(&r.to);
         if from.is_none() {
-            cx.err(
-                format!("{key}.from"),
-                format!("unknown zone {:?} (zones: {})", r.from, names(&zones)),
-            );
+            cx.err(format!("{key}.from"), format!("unknown zone {:?} (zones: {})", r.from, names(&zones)));
         }
         if to.is_none() {
-            cx.err(
-                format!("{key}.to"),
-                format!("unknown zone {:?} (zones: {})", r.to, names(&zones)),
-            );
+            cx.err(format!("{key}.to"), format!("unknown zone {:?} (zones: {})", r.to, names(&zones)));
         }
         let access = match r.access.as_str() {
             "allow" => Some(Access::Allow),
             "window" => Some(Access::Window),
             "deny" => Some(Access::Deny),
             other => {
-                cx.err(
-                    format!("{key}.access"),
-                    format!("{other:?} must be \"allow\", \"window\" or \"deny\""),
-                );
+                cx.err(format!("{key}.access"), format!("{other:?} must be \"allow\", \"window\" or \"deny\""));
                 None
             }
         };
@@ -266,13 +209,7 @@ pub(super) fn validate(
             }
         }
     }
-    let access_of = |f, t| {
-        rules
-            .iter()
-            .find(|r| r.0 == f && r.1 == t)
-            .map(|r| r.2)
-            .unwrap_or(Access::Deny)
-    };
+    let access_of = |f, t| rules.iter().find(|r| r.0 == f && r.1 == t).map(|r| r.2).unwrap_or(Access::Deny);
 
     // [[listener]]
     let mut listeners: Vec<Listener> = Vec::new();
@@ -280,68 +217,42 @@ pub(super) fn validate(
     for (i, l) in raw.listeners.iter().enumerate() {
         let key = format!("listener[{i}]");
         if !valid_name(&l.name) {
-            cx.err(
-                format!("{key}.name"),
-                format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", l.name),
-            );
+            cx.err(format!("{key}.name"), format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", l.name));
         }
         if listeners.iter().any(|x| x.name == l.name) {
-            cx.err(
-                format!("{key}.name"),
-                format!("duplicate listener name {:?}", l.name),
-            );
+            cx.err(format!("{key}.name"), format!("duplicate listener name {:?}", l.name));
         }
         let bind = match l.bind.parse::<SocketAddr>() {
             Ok(b) => {
                 if let Some(prev) = binds.insert(b, l.name.clone()) {
-                    cx.err(
-                        format!("{key}.bind"),
-                        format!("{b} is already the bind of listener {prev:?}"),
-                    );
+                    cx.err(format!("{key}.bind"), format!("{b} is already the bind of listener {prev:?}"));
                 }
                 b
             }
             Err(_) => {
                 cx.err(
                     format!("{key}.bind"),
-                    format!(
-                        "{:?} is not an address:port (e.g. \"0.0.0.0:443\", \"[::]:443\")",
-                        l.bind
-                    ),
+                    format!("{:?} is not an address:port (e.g. \"0.0.0.0:443\", \"[::]:443\")", l.bind),
                 );
                 SocketAddr::from(([0, 0, 0, 0], 0))
             }
         };
         let zone = zone_id(&l.zone).unwrap_or_else(|| {
-            cx.err(
-                format!("{key}.zone"),
-                format!("unknown zone {:?} (zones: {})", l.zone, names(&zones)),
-            );
+            cx.err(format!("{key}.zone"), format!("unknown zone {:?} (zones: {})", l.zone, names(&zones)));
             WAN
         });
         let kind = match l.kind.as_str() {
             "https" => ListenerKind::Https,
             "tcp" => {
-                cx.err(
-                    format!("{key}.kind"),
-                    "\"tcp\" listeners are not supported by this version yet",
-                );
+                cx.err(format!("{key}.kind"), "\"tcp\" listeners are not supported by this version yet");
                 ListenerKind::Https
             }
             other => {
-                cx.err(
-                    format!("{key}.kind"),
-                    format!("{other:?} must be \"https\""),
-                );
+                cx.err(format!("{key}.kind"), format!("{other:?} must be \"https\""));
                 ListenerKind::Https
             }
         };
-        listeners.push(Listener {
-            name: l.name.clone(),
-            bind,
-            zone,
-            kind,
-        });
+        listeners.push(Listener { name: l.name.clone(), bind, zone, kind });
     }
 
     // [[service]]
@@ -349,31 +260,17 @@ pub(super) fn validate(
     let mut services: Vec<Service> = Vec::new();
     let mut routes: HashMap<(usize, String), String> = HashMap::new();
     for (i, s) in raw.services.iter().enumerate() {
-        if let Some(svc) = validate_service(
-            &mut cx,
-            i,
-            s,
-            &listeners,
-            &zones,
-            &sets,
-            &access_of,
-            &mut roots_cache,
-            &mut routes,
-        ) {
+        if let Some(svc) =
+            validate_service(&mut cx, i, s, &listeners, &zones, &sets, &access_of, &mut roots_cache, &mut routes)
+        {
             if services.iter().any(|x| x.name == svc.name) {
-                cx.err(
-                    format!("service[{i}].name"),
-                    format!("duplicate service name {:?}", svc.name),
-                );
+                cx.err(format!("service[{i}].name"), format!("duplicate service name {:?}", svc.name));
             }
             services.push(svc);
         }
     }
 
-    let admin = raw
-        .admin
-        .as_ref()
-        .map(|a| validate_admin(&mut cx, a, &sets, &listeners));
+    let admin = raw.admin.as_ref().map(|a| validate_admin(&mut cx, a, &sets, &listeners));
     let windows = validate_windows(&mut cx, &raw);
     let accounts = validate_accounts(&mut cx, &raw, &services);
 
@@ -381,53 +278,33 @@ pub(super) fn validate(
         return Err(ConfigErrors(cx.errors));
     }
     let policy = Policy::new(zones, listeners, services, blocked, &rules);
-    Ok(Config {
-        path: path.to_path_buf(),
-        gateway,
-        tls,
-        log,
-        policy,
-        admin,
-        windows,
-        accounts,
-        warnings: cx.warnings,
-    })
+    Ok(Config { path: path.to_path_buf(), gateway, tls, log, policy, admin, windows, accounts, warnings: cx.warnings })
 }
 
 fn names(zones: &[Zone]) -> String {
-    zones
-        .iter()
-        .map(|z| z.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-fn validate_tls(
-    cx: &mut Ctx,
-    raw: &RawConfig,
-    gateway: &GatewaySettings,
-    mode: Mode,
-) -> TlsSettings {
+fn validate_tls(cx: &mut Ctx, raw: &RawConfig, gateway: &GatewaySettings, mode: Mode) -> TlsSettings {
     let min_version = match raw.tls.min_version.as_deref() {
         None | Some("1.2") => MinVersion::Tls12,
         Some("1.3") => MinVersion::Tls13,
         Some(v @ ("1.0" | "1.1" | "1" | "ssl3")) => {
-            cx.err("tls.min_version", format!("TLS {v} is refused: maintenance traffic needs TLS 1.2 or newer (MOE-18); use \"1.2\" or \"1.3\""));
-            MinVersion::Tls12
-        }
-        Some(v) => {
             cx.err(
                 "tls.min_version",
-                format!("{v:?} must be \"1.2\" or \"1.3\""),
+                format!(
+                    "TLS {v} is refused: maintenance traffic needs TLS 1.2 or newer (MOE-18); use \"1.2\" or \"1.3\""
+                ),
             );
             MinVersion::Tls12
         }
+        Some(v) => {
+            cx.err("tls.min_version", format!("{v:?} must be \"1.2\" or \"1.3\""));
+            MinVersion::Tls12
+        }
     };
-    let handshake_timeout = cx.duration(
-        "tls.handshake_timeout",
-        raw.tls.handshake_timeout.as_deref(),
-        Duration::from_secs(10),
-    );
+    let handshake_timeout =
+        cx.duration("tls.handshake_timeout", raw.tls.handshake_timeout.as_deref(), Duration::from_secs(10));
     let cert = cx.path(&raw.tls.cert);
     let key = cx.path(&raw.tls.key);
     let mut settings = TlsSettings {
@@ -444,10 +321,7 @@ fn validate_tls(
         if mode == Mode::Check {
             cx.warn(
                 "tls.cert",
-                format!(
-                    "{} does not exist yet; `menshen run` will generate a self-signed certificate",
-                    cert.display()
-                ),
+                format!("{} does not exist yet; `menshen run` will generate a self-signed certificate", cert.display()),
             );
             return settings;
         }
@@ -463,22 +337,14 @@ fn validate_tls(
             if info.self_signed {
                 cx.warn(
                     "tls.cert",
-                    format!(
-                        "{} is self-signed ({}): clients cannot verify it",
-                        cert.display(),
-                        info.subject
-                    ),
+                    format!("{} is self-signed ({}): clients cannot verify it", cert.display(), info.subject),
                 );
             }
             settings.certified_key = Some(ck);
             settings.cert_info = Some(info);
         }
         Err(e) => {
-            let key_name = if e.to_string().starts_with(&key.display().to_string()) {
-                "tls.key"
-            } else {
-                "tls.cert"
-            };
+            let key_name = if e.to_string().starts_with(&key.display().to_string()) { "tls.key" } else { "tls.cert" };
             cx.err(key_name, e.to_string());
         }
     }
@@ -489,16 +355,16 @@ fn validate_log(cx: &mut Ctx, raw: &RawConfig) -> LogSettings {
     let l = &raw.log;
     let retention = l.retention_days.unwrap_or(MIN_RETENTION_DAYS);
     if retention < MIN_RETENTION_DAYS {
-        cx.err("log.retention_days", format!("{retention} is under {MIN_RETENTION_DAYS}: core systems keep logs at least 6 months (HL-1.4(8)3)"));
+        cx.err(
+            "log.retention_days",
+            format!("{retention} is under {MIN_RETENTION_DAYS}: core systems keep logs at least 6 months (HL-1.4(8)3)"),
+        );
     }
     let sync = match l.sync.as_deref() {
         None | Some("interval") => SyncMode::Interval,
         Some("always") => SyncMode::Always,
         Some(o) => {
-            cx.err(
-                "log.sync",
-                format!("{o:?} must be \"interval\" or \"always\""),
-            );
+            cx.err("log.sync", format!("{o:?} must be \"interval\" or \"always\""));
             SyncMode::Interval
         }
     };
@@ -506,10 +372,7 @@ fn validate_log(cx: &mut Ctx, raw: &RawConfig) -> LogSettings {
         None | Some("refuse") => OnFull::Refuse,
         Some("overwrite-oldest") => OnFull::OverwriteOldest,
         Some(o) => {
-            cx.err(
-                "log.on_full",
-                format!("{o:?} must be \"refuse\" or \"overwrite-oldest\""),
-            );
+            cx.err("log.on_full", format!("{o:?} must be \"refuse\" or \"overwrite-oldest\""));
             OnFull::Refuse
         }
     };
@@ -544,47 +407,31 @@ fn validate_service(
     let key = format!("service[{i}]");
     let errors_before = cx.errors.len();
     if !valid_name(&s.name) {
-        cx.err(
-            format!("{key}.name"),
-            format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", s.name),
-        );
+        cx.err(format!("{key}.name"), format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", s.name));
     }
     let listener = listeners.iter().position(|l| l.name == s.listener);
     if listener.is_none() {
         let known: Vec<_> = listeners.iter().map(|l| l.name.as_str()).collect();
         cx.err(
             format!("{key}.listener"),
-            format!(
-                "unknown listener {:?} (listeners: {})",
-                s.listener,
-                known.join(", ")
-            ),
+            format!("unknown listener {:?} (listeners: {})", s.listener, known.join(", ")),
         );
     }
     if s.hosts.is_empty() {
-        cx.err(
-            format!("{key}.hosts"),
-            "an https service needs at least one host name (SNI and Host must match it)",
-        );
+        cx.err(format!("{key}.hosts"), "an https service needs at least one host name (SNI and Host must match it)");
     }
     let mut hosts = Vec::new();
     for (j, h) in s.hosts.iter().enumerate() {
         let h = h.trim_end_matches('.').to_ascii_lowercase();
         if !valid_host(&h) {
-            cx.err(
-                format!("{key}.hosts[{j}]"),
-                format!("{h:?} is not a DNS host name"),
-            );
+            cx.err(format!("{key}.hosts[{j}]"), format!("{h:?} is not a DNS host name"));
             continue;
         }
         if let Some(l) = listener {
             if let Some(prev) = routes.insert((l, h.clone()), s.name.clone()) {
                 cx.err(
                     format!("{key}.hosts[{j}]"),
-                    format!(
-                        "{h:?} on listener {:?} is already routed to service {prev:?}",
-                        s.listener
-                    ),
+                    format!("{h:?} on listener {:?} is already routed to service {prev:?}", s.listener),
                 );
             }
         }
@@ -592,21 +439,24 @@ fn validate_service(
     }
     let zone = zones.iter().position(|z| z.name == s.zone);
     if zone.is_none() {
-        cx.err(
-            format!("{key}.zone"),
-            format!("unknown zone {:?} (zones: {})", s.zone, names(zones)),
-        );
+        cx.err(format!("{key}.zone"), format!("unknown zone {:?} (zones: {})", s.zone, names(zones)));
     }
     if let (Some(l), Some(z)) = (listener, zone) {
         let from = &zones[listeners[l].zone].name;
         match access_of(listeners[l].zone, z) {
             Access::Deny => cx.err(
                 format!("{key}.zone"),
-                format!("the zone rule {from} -> {} is deny (or unlisted): listener {:?} may not reach zone {:?}", s.zone, s.listener, s.zone),
+                format!(
+                    "the zone rule {from} -> {} is deny (or unlisted): listener {:?} may not reach zone {:?}",
+                    s.zone, s.listener, s.zone
+                ),
             ),
             Access::Window if s.window_max.is_none() => cx.warn(
                 &format!("{key}.window_max"),
-                format!("zone rule {from} -> {} is window-only but service {:?} has no window_max: nobody can reach it", s.zone, s.name),
+                format!(
+                    "zone rule {from} -> {} is window-only but service {:?} has no window_max: nobody can reach it",
+                    s.zone, s.name
+                ),
             ),
             _ => {}
         }
@@ -614,20 +464,12 @@ fn validate_service(
 
     let allow = resolve_sources(cx, &format!("{key}.allow"), &s.allow, sets);
 
-    let window_max = s
-        .window_max
-        .as_deref()
-        .map(|w| cx.duration(&format!("{key}.window_max"), Some(w), Duration::ZERO));
-    let idle_timeout = cx.duration(
-        &format!("{key}.idle_timeout"),
-        s.idle_timeout.as_deref(),
-        Duration::from_secs(15 * 60),
-    );
-    let upstream_timeout = cx.duration(
-        &format!("{key}.upstream_timeout"),
-        s.upstream_timeout.as_deref(),
-        Duration::from_secs(60),
-    );
+    let window_max =
+        s.window_max.as_deref().map(|w| cx.duration(&format!("{key}.window_max"), Some(w), Duration::ZERO));
+    let idle_timeout =
+        cx.duration(&format!("{key}.idle_timeout"), s.idle_timeout.as_deref(), Duration::from_secs(15 * 60));
+    let upstream_timeout =
+        cx.duration(&format!("{key}.upstream_timeout"), s.upstream_timeout.as_deref(), Duration::from_secs(60));
 
     let ca = s.upstream_ca.as_deref().map(|p| cx.path(p));
     let tls_cfg = match roots_cache.get(&ca) {
@@ -643,18 +485,11 @@ fn validate_service(
             }
         },
     };
-    let server_name = match s
-        .upstream_server_name
-        .as_deref()
-        .map(rustls::pki_types::ServerName::try_from)
-    {
+    let server_name = match s.upstream_server_name.as_deref().map(rustls::pki_types::ServerName::try_from) {
         None => None,
         Some(Ok(n)) => Some(n.to_owned()),
         Some(Err(_)) => {
-            cx.err(
-                format!("{key}.upstream_server_name"),
-                "is not a DNS name or IP address",
-            );
+            cx.err(format!("{key}.upstream_server_name"), "is not a DNS name or IP address");
             None
         }
     };
@@ -668,36 +503,30 @@ fn validate_service(
     };
     if let Some(u) = &upstream {
         if u.scheme == crate::proxy::Scheme::Http {
-            cx.warn(&format!("{key}.upstream"), format!("{:?} is plaintext: traffic from the gateway to service {:?} is not encrypted (KL-玖.二.(四))", s.upstream, s.name));
+            cx.warn(
+                &format!("{key}.upstream"),
+                format!(
+                    "{:?} is plaintext: traffic from the gateway to service {:?} is not encrypted (KL-玖.二.(四))",
+                    s.upstream, s.name
+                ),
+            );
         }
         if s.upstream_ca.is_some() && u.scheme == crate::proxy::Scheme::Http {
-            cx.err(
-                format!("{key}.upstream_ca"),
-                "only applies to https:// upstreams",
-            );
+            cx.err(format!("{key}.upstream_ca"), "only applies to https:// upstreams");
         }
         if u.ip.is_none() {
             cx.warn(
                 &format!("{key}.upstream"),
-                format!(
-                    "{:?} names a host, not an address: its zone {:?} cannot be checked",
-                    s.upstream, s.zone
-                ),
+                format!("{:?} names a host, not an address: its zone {:?} cannot be checked", s.upstream, s.zone),
             );
         }
         if let (Some(ip), Some(z)) = (u.ip, zone) {
-            let actual = zones
-                .iter()
-                .position(|zn| zn.networks.contains(ip))
-                .unwrap_or(WAN);
+            let actual = zones.iter().position(|zn| zn.networks.contains(ip)).unwrap_or(WAN);
             let has_networks = zones.iter().any(|zn| !zn.networks.is_empty());
             if has_networks && actual != z {
                 cx.err(
                     format!("{key}.zone"),
-                    format!(
-                        "upstream address {ip} is in zone {:?}, not {:?}",
-                        zones[actual].name, s.zone
-                    ),
+                    format!("upstream address {ip} is in zone {:?}, not {:?}", zones[actual].name, s.zone),
                 );
             }
         }
@@ -736,10 +565,7 @@ fn resolve_sources(cx: &mut Ctx, key: &str, list: &[String], sets: &HashMap<&str
         } else {
             let mut known: Vec<_> = sets.keys().copied().collect();
             known.sort_unstable();
-            cx.err(
-                format!("{key}[{j}]"),
-                format!("unknown ip set {a:?} (sets: {})", known.join(", ")),
-            );
+            cx.err(format!("{key}[{j}]"), format!("unknown ip set {a:?} (sets: {})", known.join(", ")));
         }
     }
     out
@@ -754,29 +580,17 @@ fn validate_admin(
     let bind = match a.bind.parse::<SocketAddr>() {
         Ok(b) => {
             if let Some(l) = listeners.iter().find(|l| l.bind == b) {
-                cx.err(
-                    "admin.bind",
-                    format!("{b} is already the bind of listener {:?}", l.name),
-                );
+                cx.err("admin.bind", format!("{b} is already the bind of listener {:?}", l.name));
             }
             b
         }
         Err(_) => {
-            cx.err(
-                "admin.bind",
-                format!(
-                    "{:?} is not an address:port (e.g. \"127.0.0.1:9443\")",
-                    a.bind
-                ),
-            );
+            cx.err("admin.bind", format!("{:?} is not an address:port (e.g. \"127.0.0.1:9443\")", a.bind));
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
     };
     if a.allow.is_empty() {
-        cx.err(
-            "admin.allow",
-            "an empty list lets nobody reach the admin listener; name the maintenance sources",
-        );
+        cx.err("admin.allow", "an empty list lets nobody reach the admin listener; name the maintenance sources");
     }
     let allow = resolve_sources(cx, "admin.allow", &a.allow, sets);
     let failures = a.lockout_failures.unwrap_or(5);
@@ -787,18 +601,9 @@ fn validate_admin(
     let lockout = LockoutSettings {
         failures: failures.max(1),
         window: cx.duration("admin.lockout_window", a.lockout_window.as_deref(), fifteen),
-        duration: cx.duration(
-            "admin.lockout_duration",
-            a.lockout_duration.as_deref(),
-            fifteen,
-        ),
+        duration: cx.duration("admin.lockout_duration", a.lockout_duration.as_deref(), fifteen),
     };
-    AdminSettings {
-        bind,
-        allow,
-        allow_sources: a.allow.clone(),
-        lockout,
-    }
+    AdminSettings { bind, allow, allow_sources: a.allow.clone(), lockout }
 }
 
 fn validate_windows(cx: &mut Ctx, raw: &RawConfig) -> WindowSettings {
@@ -807,17 +612,11 @@ fn validate_windows(cx: &mut Ctx, raw: &RawConfig) -> WindowSettings {
         None => None,
         Some(Ok(u)) if u.scheme_str() == Some("https") && u.host().is_some() => Some(u),
         Some(Ok(u)) if u.scheme_str() == Some("http") && u.host().is_some() => {
-            cx.warn(
-                "windows.webhook",
-                "is plaintext http://: window notices travel unencrypted",
-            );
+            cx.warn("windows.webhook", "is plaintext http://: window notices travel unencrypted");
             Some(u)
         }
         Some(_) => {
-            cx.err(
-                "windows.webhook",
-                "must be an https:// (or http://) URL with a host",
-            );
+            cx.err("windows.webhook", "must be an https:// (or http://) URL with a host");
             None
         }
     };
@@ -848,67 +647,40 @@ fn validate_accounts(cx: &mut Ctx, raw: &RawConfig, services: &[Service]) -> Vec
     for (i, a) in raw.accounts.iter().enumerate() {
         let key = format!("account[{i}]");
         if !valid_name(&a.name) {
-            cx.err(
-                format!("{key}.name"),
-                format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", a.name),
-            );
+            cx.err(format!("{key}.name"), format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", a.name));
         } else if a.name.contains('.') {
-            cx.err(
-                format!("{key}.name"),
-                "must not contain '.': tokens are `name.secret`",
-            );
+            cx.err(format!("{key}.name"), "must not contain '.': tokens are `name.secret`");
         }
         if out.iter().any(|o| o.name == a.name) {
-            cx.err(
-                format!("{key}.name"),
-                format!("duplicate account {:?}: one account per person", a.name),
-            );
+            cx.err(format!("{key}.name"), format!("duplicate account {:?}: one account per person", a.name));
         }
         let role = match a.role.as_str() {
             "admin" => Role::Admin,
             "vendor" => Role::Vendor,
             "viewer" => Role::Viewer,
             other => {
-                cx.err(
-                    format!("{key}.role"),
-                    format!("{other:?} must be \"admin\", \"vendor\" or \"viewer\""),
-                );
+                cx.err(format!("{key}.role"), format!("{other:?} must be \"admin\", \"vendor\" or \"viewer\""));
                 Role::Viewer
             }
         };
         let hash = crate::admin::auth::parse_hex32(&a.token_sha256);
         if hash.is_none() {
-            cx.err(
-                format!("{key}.token_sha256"),
-                "must be 64 hex digits (`menshen token` prints one)",
-            );
+            cx.err(format!("{key}.token_sha256"), "must be 64 hex digits (`menshen token` prints one)");
         }
         let hash = hash.unwrap_or([0u8; 32]);
         if hash != [0u8; 32] && out.iter().any(|o| o.token_sha256 == hash) {
-            cx.err(
-                format!("{key}.token_sha256"),
-                "the same token as another account: no shared credentials",
-            );
+            cx.err(format!("{key}.token_sha256"), "the same token as another account: no shared credentials");
         }
         if role == Role::Vendor {
             if a.vendor.as_deref().unwrap_or("").is_empty() {
-                cx.err(
-                    format!("{key}.vendor"),
-                    "a vendor account names its company",
-                );
+                cx.err(format!("{key}.vendor"), "a vendor account names its company");
             }
             if a.services.is_empty() {
-                cx.err(
-                    format!("{key}.services"),
-                    "a vendor account lists the services it may request",
-                );
+                cx.err(format!("{key}.services"), "a vendor account lists the services it may request");
             }
             for (j, s) in a.services.iter().enumerate() {
                 match services.iter().find(|x| x.name == *s) {
-                    None => cx.err(
-                        format!("{key}.services[{j}]"),
-                        format!("unknown service {s:?}"),
-                    ),
+                    None => cx.err(format!("{key}.services[{j}]"), format!("unknown service {s:?}")),
                     Some(x) if x.window_max.is_none() => cx.err(
                         format!("{key}.services[{j}]"),
                         format!("service {s:?} has no window_max: windows can never open it"),
@@ -917,10 +689,7 @@ fn validate_accounts(cx: &mut Ctx, raw: &RawConfig, services: &[Service]) -> Vec
                 }
             }
         } else if a.vendor.is_some() || !a.services.is_empty() {
-            cx.err(
-                format!("{key}.services"),
-                "only vendor accounts take `vendor` and `services`",
-            );
+            cx.err(format!("{key}.services"), "only vendor accounts take `vendor` and `services`");
         }
         out.push(Account {
             name: a.name.clone(),

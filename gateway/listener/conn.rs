@@ -101,11 +101,7 @@ impl ConnRecord {
         cut: CancellationToken,
         idle: Duration,
     ) -> Arc<Self> {
-        shared
-            .metrics
-            .connections_active
-            .with_label_values(&[&listener, &service])
-            .inc();
+        shared.metrics.connections_active.with_label_values(&[&listener, &service]).inc();
         Arc::new(ConnRecord {
             conn,
             listener,
@@ -124,9 +120,7 @@ impl ConnRecord {
     }
 
     pub fn set_close_reason(&self, r: CloseReason) {
-        let _ =
-            self.close_reason
-                .compare_exchange(0, r as u8, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.close_reason.compare_exchange(0, r as u8, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -168,17 +162,11 @@ impl Drop for ConnRecord {
     fn drop(&mut self) {
         let end = jiff::Timestamp::now();
         let m = &self.shared.metrics;
-        m.connections_active
-            .with_label_values(&[&self.listener, &self.service])
-            .dec();
+        m.connections_active.with_label_values(&[&self.listener, &self.service]).dec();
         let bytes_in = self.counts.read.load(Ordering::Relaxed);
         let bytes_out = self.counts.written.load(Ordering::Relaxed);
-        m.bytes
-            .with_label_values(&[&self.service, "in"])
-            .inc_by(bytes_in);
-        m.bytes
-            .with_label_values(&[&self.service, "out"])
-            .inc_by(bytes_out);
+        m.bytes.with_label_values(&[&self.service, "in"]).inc_by(bytes_in);
+        m.bytes.with_label_values(&[&self.service, "out"]).inc_by(bytes_out);
         let upstream = self.upstream.get();
         self.shared.log.record_detached(Event::ConnClose(ConnClose {
             conn: self.conn,
@@ -206,12 +194,7 @@ pub(crate) struct Hello {
     pub tls_version: Option<&'static str>,
 }
 
-pub(super) async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
-    lid: ListenerId,
-    shared: Arc<Shared>,
-) {
+pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let policy = shared.policy.load_full();
     let peer = Peer {
@@ -224,37 +207,15 @@ pub(super) async fn handle(
 
     // Phase admit: a blocked source is refused before a byte is read.
     if policy.blocked.contains(peer.src) {
-        let hello = Hello {
-            proto: "tcp",
-            ..Hello::default()
-        };
-        return record_open(
-            &shared,
-            &policy,
-            lid,
-            &peer,
-            &hello,
-            &Decision::deny(zone_from, Reason::Blocked),
-        )
-        .await;
+        let hello = Hello { proto: "tcp", ..Hello::default() };
+        return record_open(&shared, &policy, lid, &peer, &hello, &Decision::deny(zone_from, Reason::Blocked)).await;
     }
 
     let counts = Arc::new(ByteCounts::default());
-    let mut hello = Hello {
-        proto: "tls",
-        ..Hello::default()
-    };
+    let mut hello = Hello { proto: "tls", ..Hello::default() };
     let outcome = tokio::time::timeout(
         shared.handshake_timeout,
-        handshake(
-            stream,
-            counts.clone(),
-            &shared,
-            &policy,
-            lid,
-            &peer,
-            &mut hello,
-        ),
+        handshake(stream, counts.clone(), &shared, &policy, lid, &peer, &mut hello),
     )
     .await
     .unwrap_or(Err(Decision::deny(zone_from, Reason::TlsHandshake)));
@@ -263,11 +224,7 @@ pub(super) async fn handle(
         Err(denied) => {
             if matches!(denied.reason, Reason::TlsHandshake | Reason::TlsVersion) {
                 let name = &policy.listeners[lid].name;
-                shared
-                    .metrics
-                    .tls_handshake_failures
-                    .with_label_values(&[name, denied.reason.as_str()])
-                    .inc();
+                shared.metrics.tls_handshake_failures.with_label_values(&[name, denied.reason.as_str()]).inc();
             }
             return record_open(&shared, &policy, lid, &peer, &hello, &denied).await;
         }
@@ -278,10 +235,7 @@ pub(super) async fn handle(
     };
     let service = &policy.services[service_id];
     let listener_name = policy.listeners[lid].name.clone();
-    let cut = decision
-        .window
-        .and_then(|w| policy.windows.get(w))
-        .map(|w| w.cut.clone());
+    let cut = decision.window.and_then(|w| policy.windows.get(w)).map(|w| w.cut.clone());
     let record = ConnRecord::new(
         &shared,
         peer.conn,
@@ -314,37 +268,27 @@ async fn handshake(
     })?;
     let version_or = |e: &std::io::Error| tls_failure(old_version, e);
 
-    let start = LazyConfigAcceptor::new(
-        rustls::server::Acceptor::default(),
-        Counted::new(stream, counts),
-    )
-    .await
-    .map_err(|e| {
-        tracing::debug!(error = ?e, "client hello refused");
-        deny(version_or(&e))
-    })?;
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Counted::new(stream, counts))
+        .await
+        .map_err(|e| {
+            tracing::debug!(error = ?e, "client hello refused");
+            deny(version_or(&e))
+        })?;
     hello.sni = start.client_hello().server_name().map(str::to_owned);
 
     let decision = policy::decide(
         policy,
-        &policy::ConnInfo {
-            listener: lid,
-            src: peer.src,
-            sni: hello.sni.as_deref(),
-        },
+        &policy::ConnInfo { listener: lid, src: peer.src, sni: hello.sni.as_deref() },
         jiff::Timestamp::now(),
     );
     if !decision.allowed() {
         return Err(decision);
     }
-    let tls = start
-        .into_stream(shared.tls.clone())
-        .await
-        .map_err(|e| Decision {
-            action: policy::Action::Deny,
-            reason: version_or(&e),
-            ..decision
-        })?;
+    let tls = start.into_stream(shared.tls.clone()).await.map_err(|e| Decision {
+        action: policy::Action::Deny,
+        reason: version_or(&e),
+        ..decision
+    })?;
     hello.tls_version = tls_version(&tls);
     Ok((tls, decision))
 }
@@ -367,9 +311,7 @@ pub(crate) async fn sniff(stream: &TcpStream) -> Result<bool, (Reason, &'static 
     let mut head = [0u8; 11];
     match stream.peek(&mut head).await {
         Ok(n) if n >= 1 && head[0] != 0x16 => Err((Reason::TlsRequired, "plain")),
-        Ok(n) if n >= 1 => Ok(n == head.len()
-            && head[5] == 0x01
-            && u16::from_be_bytes([head[9], head[10]]) < 0x0303),
+        Ok(n) if n >= 1 => Ok(n == head.len() && head[5] == 0x01 && u16::from_be_bytes([head[9], head[10]]) < 0x0303),
         _ => Err((Reason::TlsHandshake, "tls")),
     }
 }
@@ -387,10 +329,7 @@ pub(crate) fn tls_failure(old_version: bool, e: &std::io::Error) -> Reason {
 /// `tls-handshake`.
 fn classify_tls_error(e: &std::io::Error) -> Reason {
     use rustls::{Error as E, PeerIncompatible as P};
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(E::PeerIncompatible(
             P::Tls12NotOffered
             | P::Tls12NotOfferedOrEnabled
@@ -401,14 +340,7 @@ fn classify_tls_error(e: &std::io::Error) -> Reason {
     }
 }
 
-async fn record_open(
-    shared: &Shared,
-    policy: &Policy,
-    lid: ListenerId,
-    peer: &Peer,
-    hello: &Hello,
-    d: &Decision,
-) {
+async fn record_open(shared: &Shared, policy: &Policy, lid: ListenerId, peer: &Peer, hello: &Hello, d: &Decision) {
     let window = d.window.and_then(|w| policy.windows.get(w));
     let names = OpenNames {
         listener: &policy.listeners[lid].name,
@@ -443,12 +375,7 @@ pub(crate) async fn write_open(
     shared
         .metrics
         .connections
-        .with_label_values(&[
-            n.listener,
-            n.service.unwrap_or(""),
-            action.as_str(),
-            reason.as_str(),
-        ])
+        .with_label_values(&[n.listener, n.service.unwrap_or(""), action.as_str(), reason.as_str()])
         .inc();
     let owned = |s: Option<&str>| s.map(str::to_string);
     shared
@@ -490,9 +417,7 @@ async fn serve(
 /// window closes, or shutdown asks it to finish (gracefully first, then cut).
 pub(crate) async fn drive<S, B>(tls: TlsStream<Counted<TcpStream>>, record: Arc<ConnRecord>, svc: S)
 where
-    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
-        + Send
-        + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: http_body::Body + Send + 'static,
@@ -500,9 +425,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let shared = record.shared().clone();
-    let conn = shared
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    let conn = shared.http.serve_connection_with_upgrades(TokioIo::new(tls), svc);
     tokio::pin!(conn);
     let idle = record.idle_for(record.idle);
     tokio::pin!(idle);

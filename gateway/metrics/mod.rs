@@ -2,9 +2,7 @@
 //! Label values come from bounded sets only (listener and service names from the config,
 //! enum reasons, status codes): never a client address, path or raw host.
 
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -28,31 +26,24 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("menshen".into()), None)?;
-        let counter_vec =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-        let gauge_vec =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
-                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(g.clone()))?;
-                Ok(g)
-            };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
         let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time from request to the end of the response.",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
+            HistogramOpts::new("http_request_duration_seconds", "Time from request to the end of the response.")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             &["service"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -72,11 +63,7 @@ impl Metrics {
                 "Bytes through allowed connections (in: from clients, out: to clients).",
                 &["service", "direction"],
             )?,
-            http_requests: counter_vec(
-                "http_requests_total",
-                "HTTP requests, by status code.",
-                &["service", "code"],
-            )?,
+            http_requests: counter_vec("http_requests_total", "HTTP requests, by status code.", &["service", "code"])?,
             http_duration,
             tls_handshake_failures: counter_vec(
                 "tls_handshake_failures_total",
@@ -84,29 +71,14 @@ impl Metrics {
                 &["listener", "reason"],
             )?,
             log_records: counter("log_records_total", "Records written to the log.")?,
-            log_write_errors: counter(
-                "log_write_errors_total",
-                "Failed log writes or fsyncs (retried).",
-            )?,
-            log_queue_full: counter(
-                "log_queue_full_total",
-                "Times a record waited because the log queue was full.",
-            )?,
-            build_info: gauge_vec(
-                "build_info",
-                "Always 1; the version as a label.",
-                &["version"],
-            )?,
+            log_write_errors: counter("log_write_errors_total", "Failed log writes or fsyncs (retried).")?,
+            log_queue_full: counter("log_queue_full_total", "Times a record waited because the log queue was full.")?,
+            build_info: gauge_vec("build_info", "Always 1; the version as a label.", &["version"])?,
             windows: gauge_vec("windows", "Access windows by state.", &["state"])?,
-            window_cuts: counter(
-                "window_cuts_total",
-                "Connections cut at the end of their window.",
-            )?,
+            window_cuts: counter("window_cuts_total", "Connections cut at the end of their window.")?,
             registry,
         };
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Ok(m)
     }
 }

@@ -25,18 +25,11 @@ impl IpSet {
                 Err(n) => v6.push(n),
             }
         }
-        let v4 = Ipv4Net::aggregate(&v4)
-            .into_iter()
-            .map(|n| (u32::from(n.network()), u32::from(n.broadcast())))
-            .collect();
-        let v6 = Ipv6Net::aggregate(&v6)
-            .into_iter()
-            .map(|n| (u128::from(n.network()), u128::from(n.broadcast())))
-            .collect();
-        IpSet {
-            v4: merge(v4),
-            v6: merge(v6),
-        }
+        let v4 =
+            Ipv4Net::aggregate(&v4).into_iter().map(|n| (u32::from(n.network()), u32::from(n.broadcast()))).collect();
+        let v6 =
+            Ipv6Net::aggregate(&v6).into_iter().map(|n| (u128::from(n.network()), u128::from(n.broadcast()))).collect();
+        IpSet { v4: merge(v4), v6: merge(v6) }
     }
 
     /// Whether `ip` lies in the set. IPv4-mapped IPv6 addresses match as IPv4.
@@ -58,10 +51,7 @@ impl IpSet {
         v4.extend_from_slice(&other.v4);
         let mut v6 = self.v6.clone();
         v6.extend_from_slice(&other.v6);
-        IpSet {
-            v4: merge(v4),
-            v6: merge(v6),
-        }
+        IpSet { v4: merge(v4), v6: merge(v6) }
     }
 }
 
@@ -178,13 +168,7 @@ mod tests {
 
     #[test]
     fn agrees_with_ipnet_on_a_grid() {
-        let cidrs = [
-            "10.0.0.0/8",
-            "10.1.2.0/24",
-            "172.16.0.0/12",
-            "192.0.2.128/25",
-            "8.8.8.8/32",
-        ];
+        let cidrs = ["10.0.0.0/8", "10.1.2.0/24", "172.16.0.0/12", "192.0.2.128/25", "8.8.8.8/32"];
         let nets: Vec<IpNet> = cidrs.iter().map(|c| c.parse().unwrap()).collect();
         let s = IpSet::new(&nets);
         for a in (0u32..=u32::MAX).step_by(65_537) {

@@ -210,14 +210,7 @@ pub struct Decision {
 impl Decision {
     /// A refusal for a reason found outside the policy (TLS, rate, log state).
     pub fn deny(zone_from: ZoneId, reason: Reason) -> Self {
-        Decision {
-            action: Action::Deny,
-            reason,
-            service: None,
-            zone_from,
-            zone_to: None,
-            window: None,
-        }
+        Decision { action: Action::Deny, reason, service: None, zone_from, zone_to: None, window: None }
     }
 
     pub fn allowed(&self) -> bool {
@@ -246,9 +239,7 @@ pub fn decide(policy: &Policy, conn: &ConnInfo<'_>, now: jiff::Timestamp) -> Dec
     };
     match policy.access(zone_from, service.zone) {
         Access::Deny => decision(Action::Deny, Reason::ZoneDeny, None),
-        Access::Allow if service.allow.contains(conn.src) => {
-            decision(Action::Allow, Reason::Allowlist, None)
-        }
+        Access::Allow if service.allow.contains(conn.src) => decision(Action::Allow, Reason::Allowlist, None),
         // A window opens a `window` pair, and an `allow` pair to sources outside the list.
         Access::Allow | Access::Window => match policy.windows.find(service_id, conn.src, now) {
             Some(w) => decision(Action::Allow, Reason::Window, Some(w)),
@@ -278,26 +269,13 @@ impl Policy {
                 routes[s.listener].insert(h.to_ascii_lowercase(), id);
             }
         }
-        let rules = Rules {
-            zones,
-            listeners,
-            services,
-            blocked,
-            matrix,
-            routes,
-        };
-        Policy {
-            rules: Arc::new(rules),
-            windows: Arc::new(WindowIndex::default()),
-        }
+        let rules = Rules { zones, listeners, services, blocked, matrix, routes };
+        Policy { rules: Arc::new(rules), windows: Arc::new(WindowIndex::default()) }
     }
 
     /// The same rules with another set of open windows.
     pub fn with_windows(&self, windows: WindowIndex) -> Policy {
-        Policy {
-            rules: self.rules.clone(),
-            windows: Arc::new(windows),
-        }
+        Policy { rules: self.rules.clone(), windows: Arc::new(windows) }
     }
 }
 
@@ -324,10 +302,7 @@ impl Rules {
 
     /// Zone of an address, by the configured zone networks (`wan` if none).
     pub fn zone_of(&self, ip: IpAddr) -> ZoneId {
-        self.zones
-            .iter()
-            .position(|z| z.networks.contains(ip))
-            .unwrap_or(WAN)
+        self.zones.iter().position(|z| z.networks.contains(ip)).unwrap_or(WAN)
     }
 
     pub fn listener_id(&self, name: &str) -> Option<ListenerId> {

@@ -26,10 +26,7 @@ const ZONES: &[(&str, &[&str])] = &[
     ("mgmt", &["172.16.0.0/12"]),
 ];
 
-const LISTENERS: &[(&str, &str, ZoneId)] = &[
-    ("public", "0.0.0.0:443", WAN),
-    ("inside", "10.0.0.1:443", LAN),
-];
+const LISTENERS: &[(&str, &str, ZoneId)] = &[("public", "0.0.0.0:443", WAN), ("inside", "10.0.0.1:443", LAN)];
 
 /// A service as the reference model sees it.
 struct Svc {
@@ -58,13 +55,7 @@ const SERVICES: &[Svc] = &[
         allow: &["203.0.113.0/24", "2001:db8:1::/48"],
     },
     // 2: wan -> mgmt window
-    Svc {
-        name: "switch",
-        listener: PUBLIC,
-        hosts: &["switch.school.example"],
-        zone: MGMT,
-        allow: &["203.0.113.0/24"],
-    },
+    Svc { name: "switch", listener: PUBLIC, hosts: &["switch.school.example"], zone: MGMT, allow: &["203.0.113.0/24"] },
     // 3: same host as 0, other listener: lan -> dmz allow
     Svc {
         name: "router-inside",
@@ -82,13 +73,7 @@ const SERVICES: &[Svc] = &[
         allow: &["10.2.0.0/16"],
     },
     // 5: wan -> wan unlisted
-    Svc {
-        name: "cloud",
-        listener: PUBLIC,
-        hosts: &["cloud.school.example"],
-        zone: WAN,
-        allow: &["0.0.0.0/0"],
-    },
+    Svc { name: "cloud", listener: PUBLIC, hosts: &["cloud.school.example"], zone: WAN, allow: &["0.0.0.0/0"] },
     // 6: lan -> mgmt window
     Svc {
         name: "switch-inside",
@@ -106,21 +91,10 @@ const SERVICES: &[Svc] = &[
         allow: &["0.0.0.0/0", "::/0"],
     },
     // 8: lan -> dmz allow, but an empty allowlist
-    Svc {
-        name: "open",
-        listener: INSIDE,
-        hosts: &["open.school.example"],
-        zone: DMZ,
-        allow: &[],
-    },
+    Svc { name: "open", listener: INSIDE, hosts: &["open.school.example"], zone: DMZ, allow: &[] },
 ];
 
-const BLOCKED: &[&str] = &[
-    "198.51.100.0/24",
-    "203.0.113.66/32",
-    "10.1.9.9/32",
-    "2001:db8:bad::/48",
-];
+const BLOCKED: &[&str] = &["198.51.100.0/24", "203.0.113.66/32", "10.1.9.9/32", "2001:db8:bad::/48"];
 
 /// The default rules; `wan -> wan` and `lan -> wan` are left unlisted.
 const RULES: &[(ZoneId, ZoneId, Access)] = &[
@@ -133,10 +107,7 @@ const RULES: &[(ZoneId, ZoneId, Access)] = &[
 ];
 
 fn nets(cidrs: &[&str]) -> Vec<IpNet> {
-    cidrs
-        .iter()
-        .map(|c| c.parse().unwrap_or_else(|e| panic!("{c}: {e}")))
-        .collect()
+    cidrs.iter().map(|c| c.parse().unwrap_or_else(|e| panic!("{c}: {e}"))).collect()
 }
 
 fn set(cidrs: &[&str]) -> IpSet {
@@ -165,13 +136,7 @@ fn upstream() -> Arc<Upstream> {
     .clone()
 }
 
-fn service(
-    name: &str,
-    listener: ListenerId,
-    hosts: &[&str],
-    zone: ZoneId,
-    allow: &[&str],
-) -> Service {
+fn service(name: &str, listener: ListenerId, hosts: &[&str], zone: ZoneId, allow: &[&str]) -> Service {
     Service {
         name: name.into(),
         listener,
@@ -187,13 +152,7 @@ fn service(
 }
 
 fn zones() -> Vec<Zone> {
-    ZONES
-        .iter()
-        .map(|(name, cidrs)| Zone {
-            name: name.to_string(),
-            networks: set(cidrs),
-        })
-        .collect()
+    ZONES.iter().map(|(name, cidrs)| Zone { name: name.to_string(), networks: set(cidrs) }).collect()
 }
 
 fn listeners() -> Vec<Listener> {
@@ -209,10 +168,7 @@ fn listeners() -> Vec<Listener> {
 }
 
 fn services(specs: &[Svc]) -> Vec<Service> {
-    specs
-        .iter()
-        .map(|s| service(s.name, s.listener, s.hosts, s.zone, s.allow))
-        .collect()
+    specs.iter().map(|s| service(s.name, s.listener, s.hosts, s.zone, s.allow)).collect()
 }
 
 fn policy_with(specs: &[Svc], blocked: &[&str], rules: &[(ZoneId, ZoneId, Access)]) -> Policy {
@@ -228,15 +184,7 @@ fn now() -> jiff::Timestamp {
 }
 
 fn run(p: &Policy, listener: ListenerId, src: &str, sni: Option<&str>) -> Decision {
-    decide(
-        p,
-        &ConnInfo {
-            listener,
-            src: ip(src),
-            sni,
-        },
-        now(),
-    )
+    decide(p, &ConnInfo { listener, src: ip(src), sni }, now())
 }
 
 fn allow(service: ServiceId, zone_from: ZoneId, zone_to: ZoneId) -> Decision {
@@ -251,14 +199,7 @@ fn allow(service: ServiceId, zone_from: ZoneId, zone_to: ZoneId) -> Decision {
 }
 
 fn deny_at(reason: Reason, service: ServiceId, zone_from: ZoneId, zone_to: ZoneId) -> Decision {
-    Decision {
-        action: Action::Deny,
-        reason,
-        service: Some(service),
-        zone_from,
-        zone_to: Some(zone_to),
-        window: None,
-    }
+    Decision { action: Action::Deny, reason, service: Some(service), zone_from, zone_to: Some(zone_to), window: None }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -347,45 +288,19 @@ fn blocked_wins_over_everything() {
         Some(""),
         None,
     ] {
-        for src in [
-            "203.0.113.66",
-            "198.51.100.0",
-            "198.51.100.255",
-            "2001:db8:bad::1",
-        ] {
-            assert_eq!(
-                run(&p, PUBLIC, src, sni),
-                Decision::deny(WAN, Reason::Blocked),
-                "{src} {sni:?}"
-            );
+        for src in ["203.0.113.66", "198.51.100.0", "198.51.100.255", "2001:db8:bad::1"] {
+            assert_eq!(run(&p, PUBLIC, src, sni), Decision::deny(WAN, Reason::Blocked), "{src} {sni:?}");
         }
     }
     // 10.1.9.9 is in router-inside's allowlist (10.1.0.0/16) and in lan's network.
     assert!(p.services[3].allow.contains(ip("10.1.9.9")));
-    for sni in [
-        Some("router.school.example"),
-        Some("cloud.school.example"),
-        None,
-    ] {
-        assert_eq!(
-            run(&p, INSIDE, "10.1.9.9", sni),
-            Decision::deny(LAN, Reason::Blocked),
-            "{sni:?}"
-        );
+    for sni in [Some("router.school.example"), Some("cloud.school.example"), None] {
+        assert_eq!(run(&p, INSIDE, "10.1.9.9", sni), Decision::deny(LAN, Reason::Blocked), "{sni:?}");
     }
     // Neighbours of blocked addresses are not blocked.
-    assert_eq!(
-        run(&p, PUBLIC, "203.0.113.65", Some("router.school.example")),
-        allow(0, WAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "203.0.113.67", Some("router.school.example")),
-        allow(0, WAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, INSIDE, "10.1.9.8", Some("router.school.example")),
-        allow(3, LAN, DMZ)
-    );
+    assert_eq!(run(&p, PUBLIC, "203.0.113.65", Some("router.school.example")), allow(0, WAN, DMZ));
+    assert_eq!(run(&p, PUBLIC, "203.0.113.67", Some("router.school.example")), allow(0, WAN, DMZ));
+    assert_eq!(run(&p, INSIDE, "10.1.9.8", Some("router.school.example")), allow(3, LAN, DMZ));
 }
 
 #[test]
@@ -411,10 +326,7 @@ fn blocked_everything_blocks_everything() {
     let p = policy_with(SERVICES, &["0.0.0.0/0", "::/0"], RULES);
     for src in ["203.0.113.1", "10.1.0.1", "2001:db8:1::1", "::1", "0.0.0.0"] {
         for l in [PUBLIC, INSIDE] {
-            assert_eq!(
-                run(&p, l, src, Some("router.school.example")).reason,
-                Reason::Blocked
-            );
+            assert_eq!(run(&p, l, src, Some("router.school.example")).reason, Reason::Blocked);
         }
     }
 }
@@ -423,14 +335,8 @@ fn blocked_everything_blocks_everything() {
 fn empty_blocked_set_blocks_nothing() {
     let p = policy_with(SERVICES, &[], RULES);
     assert!(p.blocked.is_empty());
-    assert_eq!(
-        run(&p, PUBLIC, "203.0.113.66", Some("router.school.example")),
-        allow(0, WAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "198.51.100.1", Some("router.school.example")).reason,
-        Reason::NotAllowed
-    );
+    assert_eq!(run(&p, PUBLIC, "203.0.113.66", Some("router.school.example")), allow(0, WAN, DMZ));
+    assert_eq!(run(&p, PUBLIC, "198.51.100.1", Some("router.school.example")).reason, Reason::NotAllowed);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -456,22 +362,12 @@ fn unknown_or_missing_sni_is_no_route() {
             Some("open.school.example"),
             Some("files.school.example"),
         ] {
-            assert_eq!(
-                run(&p, PUBLIC, src, sni),
-                Decision::deny(WAN, Reason::NoRoute),
-                "{src} {sni:?}"
-            );
+            assert_eq!(run(&p, PUBLIC, src, sni), Decision::deny(WAN, Reason::NoRoute), "{src} {sni:?}");
         }
     }
     // Only on the public listener.
-    assert_eq!(
-        run(&p, INSIDE, "10.1.0.1", Some("gw.school.example")),
-        Decision::deny(LAN, Reason::NoRoute)
-    );
-    assert_eq!(
-        run(&p, INSIDE, "10.1.0.1", None),
-        Decision::deny(LAN, Reason::NoRoute)
-    );
+    assert_eq!(run(&p, INSIDE, "10.1.0.1", Some("gw.school.example")), Decision::deny(LAN, Reason::NoRoute));
+    assert_eq!(run(&p, INSIDE, "10.1.0.1", None), Decision::deny(LAN, Reason::NoRoute));
 }
 
 #[test]
@@ -484,23 +380,11 @@ fn sni_matching_is_case_insensitive() {
         "rOuTeR.sChOoL.eXaMpLe",
         "GW.school.example",
     ] {
-        assert_eq!(
-            run(&p, PUBLIC, "203.0.113.1", Some(sni)),
-            allow(0, WAN, DMZ),
-            "{sni}"
-        );
+        assert_eq!(run(&p, PUBLIC, "203.0.113.1", Some(sni)), allow(0, WAN, DMZ), "{sni}");
     }
     // A host written with capitals in the config matches in any case.
-    for sni in [
-        "files.school.example",
-        "Files.School.Example",
-        "FILES.SCHOOL.EXAMPLE",
-    ] {
-        assert_eq!(
-            run(&p, INSIDE, "10.2.0.1", Some(sni)),
-            allow(4, LAN, LAN),
-            "{sni}"
-        );
+    for sni in ["files.school.example", "Files.School.Example", "FILES.SCHOOL.EXAMPLE"] {
+        assert_eq!(run(&p, INSIDE, "10.2.0.1", Some(sni)), allow(4, LAN, LAN), "{sni}");
     }
     assert_eq!(p.route(INSIDE, "FiLeS.school.example"), Some(4));
     assert_eq!(p.route(PUBLIC, "FiLeS.school.example"), None);
@@ -512,16 +396,8 @@ fn every_host_of_a_service_routes_to_it() {
     for (id, s) in SERVICES.iter().enumerate() {
         for h in s.hosts {
             assert_eq!(p.route(s.listener, h), Some(id), "{h}");
-            assert_eq!(
-                p.route(s.listener, &h.to_ascii_uppercase()),
-                Some(id),
-                "{h}"
-            );
-            assert_eq!(
-                p.route(s.listener, &h.to_ascii_lowercase()),
-                Some(id),
-                "{h}"
-            );
+            assert_eq!(p.route(s.listener, &h.to_ascii_uppercase()), Some(id), "{h}");
+            assert_eq!(p.route(s.listener, &h.to_ascii_lowercase()), Some(id), "{h}");
         }
     }
 }
@@ -535,20 +411,11 @@ fn same_host_on_two_listeners_routes_to_different_services() {
     assert_eq!(run(&p, PUBLIC, "203.0.113.1", sni), allow(0, WAN, DMZ));
     assert_eq!(run(&p, INSIDE, "10.1.2.3", sni), allow(3, LAN, DMZ));
     // Each listener checks its own service's allowlist.
-    assert_eq!(
-        run(&p, PUBLIC, "10.1.2.3", sni),
-        deny_at(Reason::NotAllowed, 0, WAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, INSIDE, "203.0.113.1", sni),
-        deny_at(Reason::NotAllowed, 3, LAN, DMZ)
-    );
+    assert_eq!(run(&p, PUBLIC, "10.1.2.3", sni), deny_at(Reason::NotAllowed, 0, WAN, DMZ));
+    assert_eq!(run(&p, INSIDE, "203.0.113.1", sni), deny_at(Reason::NotAllowed, 3, LAN, DMZ));
     // nas: explicit deny from wan, allowed from lan.
     let sni = Some("nas.school.example");
-    assert_eq!(
-        run(&p, PUBLIC, "203.0.113.1", sni),
-        deny_at(Reason::ZoneDeny, 1, WAN, LAN)
-    );
+    assert_eq!(run(&p, PUBLIC, "203.0.113.1", sni), deny_at(Reason::ZoneDeny, 1, WAN, LAN));
     assert_eq!(run(&p, INSIDE, "10.2.200.1", sni), allow(4, LAN, LAN));
 }
 
@@ -557,14 +424,8 @@ fn listener_zone_not_source_address_gives_zone_from() {
     // A lan address arriving on the public listener is judged as coming from wan.
     let p = fixture();
     assert_eq!(p.zone_of(ip("10.2.0.1")), LAN);
-    assert_eq!(
-        run(&p, PUBLIC, "10.2.0.1", Some("nas.school.example")),
-        deny_at(Reason::ZoneDeny, 1, WAN, LAN)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "10.2.0.1", Some("unknown.school.example")),
-        Decision::deny(WAN, Reason::NoRoute)
-    );
+    assert_eq!(run(&p, PUBLIC, "10.2.0.1", Some("nas.school.example")), deny_at(Reason::ZoneDeny, 1, WAN, LAN));
+    assert_eq!(run(&p, PUBLIC, "10.2.0.1", Some("unknown.school.example")), Decision::deny(WAN, Reason::NoRoute));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -576,28 +437,15 @@ fn zone_deny_rule_and_unlisted_pair() {
     let p = fixture();
     // Explicit wan -> lan deny, even for a source in the allowlist.
     assert!(p.services[1].allow.contains(ip("203.0.113.1")));
-    assert_eq!(
-        run(&p, PUBLIC, "203.0.113.1", Some("nas.school.example")),
-        deny_at(Reason::ZoneDeny, 1, WAN, LAN)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "2001:db8:1::1", Some("nas.school.example")),
-        deny_at(Reason::ZoneDeny, 1, WAN, LAN)
-    );
+    assert_eq!(run(&p, PUBLIC, "203.0.113.1", Some("nas.school.example")), deny_at(Reason::ZoneDeny, 1, WAN, LAN));
+    assert_eq!(run(&p, PUBLIC, "2001:db8:1::1", Some("nas.school.example")), deny_at(Reason::ZoneDeny, 1, WAN, LAN));
     // Unlisted wan -> wan, with an allow-everything allowlist.
     assert_eq!(p.access(WAN, WAN), Access::Deny);
-    assert_eq!(
-        run(&p, PUBLIC, "8.8.8.8", Some("cloud.school.example")),
-        deny_at(Reason::ZoneDeny, 5, WAN, WAN)
-    );
+    assert_eq!(run(&p, PUBLIC, "8.8.8.8", Some("cloud.school.example")), deny_at(Reason::ZoneDeny, 5, WAN, WAN));
     // Unlisted lan -> wan.
     assert_eq!(p.access(LAN, WAN), Access::Deny);
     for src in ["10.1.0.1", "fd00:10:1::1", "8.8.8.8"] {
-        assert_eq!(
-            run(&p, INSIDE, src, Some("cloud.school.example")),
-            deny_at(Reason::ZoneDeny, 7, LAN, WAN),
-            "{src}"
-        );
+        assert_eq!(run(&p, INSIDE, src, Some("cloud.school.example")), deny_at(Reason::ZoneDeny, 7, LAN, WAN), "{src}");
     }
 }
 
@@ -609,14 +457,8 @@ fn rules_are_directional() {
     assert_eq!(p.access(LAN, DMZ), Access::Allow);
     assert_eq!(p.access(DMZ, LAN), Access::Deny);
     assert_eq!(p.access(WAN, DMZ), Access::Deny);
-    assert_eq!(
-        run(&p, INSIDE, "10.1.0.1", Some("router.school.example")),
-        allow(3, LAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "203.0.113.1", Some("router.school.example")),
-        deny_at(Reason::ZoneDeny, 0, WAN, DMZ)
-    );
+    assert_eq!(run(&p, INSIDE, "10.1.0.1", Some("router.school.example")), allow(3, LAN, DMZ));
+    assert_eq!(run(&p, PUBLIC, "203.0.113.1", Some("router.school.example")), deny_at(Reason::ZoneDeny, 0, WAN, DMZ));
 }
 
 #[test]
@@ -641,21 +483,9 @@ fn window_rule_is_not_allowed_without_a_window() {
     // wan -> mgmt is `window`; the source is in the allowlist, but no window is open.
     assert_eq!(p.access(WAN, MGMT), Access::Window);
     assert!(p.services[2].allow.contains(ip("203.0.113.1")));
-    for t in [
-        jiff::Timestamp::MIN,
-        jiff::Timestamp::UNIX_EPOCH,
-        jiff::Timestamp::now(),
-        jiff::Timestamp::MAX,
-    ] {
-        let d = decide(
-            &p,
-            &ConnInfo {
-                listener: PUBLIC,
-                src: ip("203.0.113.1"),
-                sni: Some("switch.school.example"),
-            },
-            t,
-        );
+    for t in [jiff::Timestamp::MIN, jiff::Timestamp::UNIX_EPOCH, jiff::Timestamp::now(), jiff::Timestamp::MAX] {
+        let d =
+            decide(&p, &ConnInfo { listener: PUBLIC, src: ip("203.0.113.1"), sni: Some("switch.school.example") }, t);
         assert_eq!(d, deny_at(Reason::NotAllowed, 2, WAN, MGMT), "{t}");
     }
     // lan -> mgmt is `window` too; in and out of the allowlist alike.
@@ -675,10 +505,7 @@ fn window_rule_is_not_allowed_without_a_window() {
         deny_at(Reason::NotAllowed, 2, WAN, MGMT)
     );
     // Never the `window` reason: that one is for a connection an open window let in.
-    assert_ne!(
-        run(&p, PUBLIC, "203.0.113.1", Some("switch.school.example")).reason,
-        Reason::Window
-    );
+    assert_ne!(run(&p, PUBLIC, "203.0.113.1", Some("switch.school.example")).reason, Reason::Window);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -770,46 +597,19 @@ fn ipv6_sources() {
     let p = fixture();
     let sni = Some("router.school.example");
     assert_eq!(run(&p, PUBLIC, "2001:db8:1:2::3", sni), allow(0, WAN, DMZ));
-    assert_eq!(
-        run(&p, PUBLIC, "2001:db8:2:2::3", sni),
-        deny_at(Reason::NotAllowed, 0, WAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "2001:db8:bad:1::1", sni),
-        Decision::deny(WAN, Reason::Blocked)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "2001:db8:bae::1", sni),
-        deny_at(Reason::NotAllowed, 0, WAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "2001:db8:bac:ffff:ffff:ffff:ffff:ffff", sni),
-        deny_at(Reason::NotAllowed, 0, WAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, INSIDE, "fd00:10:1:ffff::1", sni),
-        allow(3, LAN, DMZ)
-    );
-    assert_eq!(
-        run(&p, PUBLIC, "2001:db8:1::1", Some("nas.school.example")),
-        deny_at(Reason::ZoneDeny, 1, WAN, LAN)
-    );
+    assert_eq!(run(&p, PUBLIC, "2001:db8:2:2::3", sni), deny_at(Reason::NotAllowed, 0, WAN, DMZ));
+    assert_eq!(run(&p, PUBLIC, "2001:db8:bad:1::1", sni), Decision::deny(WAN, Reason::Blocked));
+    assert_eq!(run(&p, PUBLIC, "2001:db8:bae::1", sni), deny_at(Reason::NotAllowed, 0, WAN, DMZ));
+    assert_eq!(run(&p, PUBLIC, "2001:db8:bac:ffff:ffff:ffff:ffff:ffff", sni), deny_at(Reason::NotAllowed, 0, WAN, DMZ));
+    assert_eq!(run(&p, INSIDE, "fd00:10:1:ffff::1", sni), allow(3, LAN, DMZ));
+    assert_eq!(run(&p, PUBLIC, "2001:db8:1::1", Some("nas.school.example")), deny_at(Reason::ZoneDeny, 1, WAN, LAN));
     // A v4 literal does not match any v6 source, nor the reverse.
-    assert_eq!(
-        run(&p, INSIDE, "::a01:1", sni),
-        deny_at(Reason::NotAllowed, 3, LAN, DMZ)
-    );
+    assert_eq!(run(&p, INSIDE, "::a01:1", sni), deny_at(Reason::NotAllowed, 3, LAN, DMZ));
     // `::/0` allows every IPv6 source (the pair is unlisted, so it is still zone-deny).
     let rules = [(LAN, WAN, Access::Allow)];
     let p = policy_with(SERVICES, BLOCKED, &rules);
-    assert_eq!(
-        run(&p, INSIDE, "2001:db8:ffff::1", Some("cloud.school.example")),
-        allow(7, LAN, WAN)
-    );
-    assert_eq!(
-        run(&p, INSIDE, "2001:db8:bad::1", Some("cloud.school.example")),
-        Decision::deny(LAN, Reason::Blocked)
-    );
+    assert_eq!(run(&p, INSIDE, "2001:db8:ffff::1", Some("cloud.school.example")), allow(7, LAN, WAN));
+    assert_eq!(run(&p, INSIDE, "2001:db8:bad::1", Some("cloud.school.example")), Decision::deny(LAN, Reason::Blocked));
 }
 
 #[test]
@@ -822,16 +622,9 @@ fn ipv4_mapped_source_is_normalized_to_ipv4() {
     assert_eq!(normalize(ip("::127.0.0.3")), ip("::127.0.0.3"));
     assert_eq!(normalize(ip("2001:db8::1")), ip("2001:db8::1"));
     assert_eq!(normalize(ip("::ffff:0.0.0.0")), ip("0.0.0.0"));
-    assert_eq!(
-        normalize(ip("::ffff:255.255.255.255")),
-        ip("255.255.255.255")
-    );
+    assert_eq!(normalize(ip("::ffff:255.255.255.255")), ip("255.255.255.255"));
 
-    let conn = |src| ConnInfo {
-        listener: PUBLIC,
-        src,
-        sni: Some("router.school.example"),
-    };
+    let conn = |src| ConnInfo { listener: PUBLIC, src, sni: Some("router.school.example") };
     let expected = allow(0, WAN, DMZ);
     assert_eq!(decide(&p, &conn(plain), now()), expected);
     assert_eq!(decide(&p, &conn(normalize(mapped)), now()), expected);
@@ -840,21 +633,12 @@ fn ipv4_mapped_source_is_normalized_to_ipv4() {
 
     // Mapped, in the blocked set.
     let m = ip("::ffff:198.51.100.7");
-    assert_eq!(
-        decide(&p, &conn(normalize(m)), now()).reason,
-        Reason::Blocked
-    );
+    assert_eq!(decide(&p, &conn(normalize(m)), now()).reason, Reason::Blocked);
     assert_eq!(decide(&p, &conn(m), now()).reason, Reason::Blocked);
     // Mapped, outside the allowlist.
     let m = ip("::ffff:128.0.0.1");
-    assert_eq!(
-        decide(&p, &conn(normalize(m)), now()),
-        deny_at(Reason::NotAllowed, 0, WAN, DMZ)
-    );
-    assert_eq!(
-        decide(&p, &conn(m), now()),
-        deny_at(Reason::NotAllowed, 0, WAN, DMZ)
-    );
+    assert_eq!(decide(&p, &conn(normalize(m)), now()), deny_at(Reason::NotAllowed, 0, WAN, DMZ));
+    assert_eq!(decide(&p, &conn(m), now()), deny_at(Reason::NotAllowed, 0, WAN, DMZ));
 }
 
 #[test]
@@ -914,11 +698,7 @@ fn access_matrix_matches_rules() {
     let p = fixture();
     for from in 0..ZONES.len() {
         for to in 0..ZONES.len() {
-            assert_eq!(
-                p.access(from, to),
-                ref_access(RULES, from, to),
-                "{from}->{to}"
-            );
+            assert_eq!(p.access(from, to), ref_access(RULES, from, to), "{from}->{to}");
         }
     }
 }
@@ -957,11 +737,7 @@ fn ref_contains(cidrs: &[IpNet], src: IpAddr) -> bool {
 
 /// The last rule for a pair counts; no rule: deny.
 fn ref_access(rules: &[(ZoneId, ZoneId, Access)], from: ZoneId, to: ZoneId) -> Access {
-    rules
-        .iter()
-        .rev()
-        .find(|r| r.0 == from && r.1 == to)
-        .map_or(Access::Deny, |r| r.2)
+    rules.iter().rev().find(|r| r.0 == from && r.1 == to).map_or(Access::Deny, |r| r.2)
 }
 
 struct RefPolicy<'a> {
@@ -973,12 +749,7 @@ struct RefPolicy<'a> {
 
 impl<'a> RefPolicy<'a> {
     fn new(services: &'a [Svc], blocked: &[&str], rules: &'a [(ZoneId, ZoneId, Access)]) -> Self {
-        RefPolicy {
-            services,
-            allow: services.iter().map(|s| nets(s.allow)).collect(),
-            blocked: nets(blocked),
-            rules,
-        }
+        RefPolicy { services, allow: services.iter().map(|s| nets(s.allow)).collect(), blocked: nets(blocked), rules }
     }
 
     fn decide(&self, listener: ListenerId, src: IpAddr, sni: Option<&str>) -> Decision {
@@ -997,9 +768,10 @@ impl<'a> RefPolicy<'a> {
         let Some(sni) = sni else {
             return deny(Reason::NoRoute);
         };
-        let found = self.services.iter().position(|s| {
-            s.listener == listener && s.hosts.iter().any(|h| h.eq_ignore_ascii_case(sni))
-        });
+        let found = self
+            .services
+            .iter()
+            .position(|s| s.listener == listener && s.hosts.iter().any(|h| h.eq_ignore_ascii_case(sni)));
         let Some(id) = found else {
             return deny(Reason::NoRoute);
         };
@@ -1007,19 +779,10 @@ impl<'a> RefPolicy<'a> {
         let (action, reason) = match ref_access(self.rules, from, to) {
             Access::Deny => (Action::Deny, Reason::ZoneDeny),
             Access::Window => (Action::Deny, Reason::NotAllowed),
-            Access::Allow if ref_contains(&self.allow[id], src) => {
-                (Action::Allow, Reason::Allowlist)
-            }
+            Access::Allow if ref_contains(&self.allow[id], src) => (Action::Allow, Reason::Allowlist),
             Access::Allow => (Action::Deny, Reason::NotAllowed),
         };
-        Decision {
-            action,
-            reason,
-            service: Some(id),
-            zone_from: from,
-            zone_to: Some(to),
-            window: None,
-        }
+        Decision { action, reason, service: Some(id), zone_from: from, zone_to: Some(to), window: None }
     }
 }
 
@@ -1156,12 +919,7 @@ fn random_sources(rng: &mut Rng, n: usize) -> Vec<IpAddr> {
 }
 
 fn all_rule_options() -> [Option<Access>; 4] {
-    [
-        None,
-        Some(Access::Allow),
-        Some(Access::Window),
-        Some(Access::Deny),
-    ]
+    [None, Some(Access::Allow), Some(Access::Window), Some(Access::Deny)]
 }
 
 /// Rule sets to try: the fixture's, one pair changed at a time, and random ones.
@@ -1174,11 +932,7 @@ fn rule_sets(rng: &mut Rng) -> Vec<Vec<(ZoneId, ZoneId, Access)>> {
     }
     for &(f, t) in &pairs {
         for opt in all_rule_options() {
-            let mut rules: Vec<_> = RULES
-                .iter()
-                .copied()
-                .filter(|r| (r.0, r.1) != (f, t))
-                .collect();
+            let mut rules: Vec<_> = RULES.iter().copied().filter(|r| (r.0, r.1) != (f, t)).collect();
             if let Some(a) = opt {
                 rules.push((f, t, a));
             }
@@ -1186,10 +940,8 @@ fn rule_sets(rng: &mut Rng) -> Vec<Vec<(ZoneId, ZoneId, Access)>> {
         }
     }
     for _ in 0..40 {
-        let rules = pairs
-            .iter()
-            .filter_map(|&(f, t)| all_rule_options()[rng.below(4) as usize].map(|a| (f, t, a)))
-            .collect();
+        let rules =
+            pairs.iter().filter_map(|&(f, t)| all_rule_options()[rng.below(4) as usize].map(|a| (f, t, a))).collect();
         out.push(rules);
     }
     out
@@ -1212,10 +964,7 @@ fn decide_agrees_with_reference_model() {
                     for &sni in SNIS {
                         let got = decide(&p, &ConnInfo { listener, src, sni }, now());
                         let want = r.decide(listener, src, sni);
-                        assert_eq!(
-                            got, want,
-                            "rules={rules:?} listener={listener} src={src} sni={sni:?}"
-                        );
+                        assert_eq!(got, want, "rules={rules:?} listener={listener} src={src} sni={sni:?}");
                         assert_eq!(got.allowed(), got.action == Action::Allow);
                         seen.insert((got.action.as_str(), got.reason.as_str()));
                         checked += 1;
@@ -1253,17 +1002,13 @@ fn random_ipsets_agree_with_reference() {
                 }
                 1 => {
                     let a = std::net::Ipv6Addr::from(
-                        0x2001_0db8_u128 << 96
-                            | (u128::from(r) << 40)
-                            | u128::from(rng.next() as u16),
+                        0x2001_0db8_u128 << 96 | (u128::from(r) << 40) | u128::from(rng.next() as u16),
                     );
                     IpNet::V6(ipnet::Ipv6Net::new(a, 32 + rng.below(97) as u8).unwrap())
                 }
                 _ => {
                     let a = std::net::Ipv4Addr::from(0x0a00_0000 | (r as u32 & 0x00ff_ffff));
-                    IpNet::V6(
-                        ipnet::Ipv6Net::new(a.to_ipv6_mapped(), 104 + rng.below(25) as u8).unwrap(),
-                    )
+                    IpNet::V6(ipnet::Ipv6Net::new(a.to_ipv6_mapped(), 104 + rng.below(25) as u8).unwrap())
                 }
             };
             cidrs.push(net);
@@ -1293,11 +1038,7 @@ fn random_ipsets_agree_with_reference() {
             probes.push(v4(0x0a00_0000 | (r as u32 & 0x00ff_ffff)));
         }
         for p in probes {
-            assert_eq!(
-                s.contains(p),
-                ref_contains(&cidrs, p),
-                "round {round}: {p} in {cidrs:?}"
-            );
+            assert_eq!(s.contains(p), ref_contains(&cidrs, p), "round {round}: {p} in {cidrs:?}");
         }
     }
 }

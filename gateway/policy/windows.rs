@@ -64,45 +64,25 @@ impl WindowIndex {
             for s in svcs.into_iter().filter(|s| *s < services) {
                 for net in &sources {
                     match super::ipset::as_v4_or_v6(net) {
-                        Ok(n) => v4[s].push(Node {
-                            lo: n.network().into(),
-                            hi: n.broadcast().into(),
-                            parent: NONE,
-                            window,
-                        }),
-                        Err(n) => v6[s].push(Node {
-                            lo: n.network().into(),
-                            hi: n.broadcast().into(),
-                            parent: NONE,
-                            window,
-                        }),
+                        Ok(n) => {
+                            v4[s].push(Node { lo: n.network().into(), hi: n.broadcast().into(), parent: NONE, window })
+                        }
+                        Err(n) => {
+                            v6[s].push(Node { lo: n.network().into(), hi: n.broadcast().into(), parent: NONE, window })
+                        }
                     }
                 }
             }
             windows.push(w);
         }
-        let per_service = v4
-            .into_iter()
-            .zip(v6)
-            .map(|(a, b)| Ranges {
-                v4: link(a),
-                v6: link(b),
-            })
-            .collect();
-        WindowIndex {
-            windows,
-            per_service,
-        }
+        let per_service = v4.into_iter().zip(v6).map(|(a, b)| Ranges { v4: link(a), v6: link(b) }).collect();
+        WindowIndex { windows, per_service }
     }
 
     /// An open window (at `now`) that covers `src` for `service`, if any.
     pub fn find(&self, service: ServiceId, src: IpAddr, now: jiff::Timestamp) -> Option<WindowRef> {
         let r = self.per_service.get(service)?;
-        let open = |w: WindowRef| {
-            self.windows
-                .get(w as usize)
-                .is_some_and(|w| w.start <= now && now < w.end)
-        };
+        let open = |w: WindowRef| self.windows.get(w as usize).is_some_and(|w| w.start <= now && now < w.end);
         match normalize(src) {
             IpAddr::V4(a) => walk(&r.v4, u32::from(a), open),
             IpAddr::V6(a) => walk(&r.v6, u128::from(a), open),
@@ -140,17 +120,9 @@ fn link<T: Copy + Ord>(mut nodes: Vec<Node<T>>) -> Vec<Node<T>> {
     nodes
 }
 
-fn walk<T: Copy + Ord>(
-    nodes: &[Node<T>],
-    x: T,
-    open: impl Fn(WindowRef) -> bool,
-) -> Option<WindowRef> {
+fn walk<T: Copy + Ord>(nodes: &[Node<T>], x: T, open: impl Fn(WindowRef) -> bool) -> Option<WindowRef> {
     let i = nodes.partition_point(|n| n.lo <= x);
-    let mut j = if i == 0 {
-        NONE
-    } else {
-        u32::try_from(i - 1).unwrap_or(NONE)
-    };
+    let mut j = if i == 0 { NONE } else { u32::try_from(i - 1).unwrap_or(NONE) };
     while let Some(n) = nodes.get(j as usize) {
         if n.hi >= x && open(n.window) {
             return Some(n.window);
@@ -187,52 +159,26 @@ mod tests {
         let idx = WindowIndex::new(
             3,
             vec![
-                (
-                    open("a", "2026-01-01T00:00:00Z", "2026-01-01T02:00:00Z"),
-                    vec![0],
-                    nets(&["10.0.0.0/24"]),
-                ),
+                (open("a", "2026-01-01T00:00:00Z", "2026-01-01T02:00:00Z"), vec![0], nets(&["10.0.0.0/24"])),
                 (
                     open("b", "2026-01-01T01:00:00Z", "2026-01-01T03:00:00Z"),
                     vec![0, 2],
                     nets(&["10.0.0.128/25", "2001:db8::/56"]),
                 ),
-                (
-                    open("c", "2026-01-01T00:00:00Z", "2026-01-01T09:00:00Z"),
-                    vec![1],
-                    nets(&["10.0.0.7/32"]),
-                ),
+                (open("c", "2026-01-01T00:00:00Z", "2026-01-01T09:00:00Z"), vec![1], nets(&["10.0.0.7/32"])),
             ],
         );
         let t = |s| ts(s);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            idx.find(0, ip("10.0.0.200"), t("2026-01-01T00:30:00Z")),
-            Some(0)
-        );
+        assert_eq!(idx.find(0, ip("10.0.0.200"), t("2026-01-01T00:30:00Z")), Some(0));
         // Both cover it; at 02:30 only b is open: the walk goes past a to b (or b to a).
-        assert_eq!(
-            idx.find(0, ip("10.0.0.200"), t("2026-01-01T02:30:00Z")),
-            Some(1)
-        );
+        assert_eq!(idx.find(0, ip("10.0.0.200"), t("2026-01-01T02:30:00Z")), Some(1));
         assert_eq!(idx.find(0, ip("10.0.0.5"), t("2026-01-01T02:30:00Z")), None);
         assert_eq!(idx.find(0, ip("10.0.1.5"), t("2026-01-01T00:30:00Z")), None);
-        assert_eq!(
-            idx.find(1, ip("10.0.0.7"), t("2026-01-01T05:00:00Z")),
-            Some(2)
-        );
-        assert_eq!(
-            idx.find(1, ip("::ffff:10.0.0.7"), t("2026-01-01T05:00:00Z")),
-            Some(2)
-        );
-        assert_eq!(
-            idx.find(2, ip("2001:db8:0:ff::1"), t("2026-01-01T01:30:00Z")),
-            Some(1)
-        );
-        assert_eq!(
-            idx.find(2, ip("2001:db8:1::1"), t("2026-01-01T01:30:00Z")),
-            None
-        );
+        assert_eq!(idx.find(1, ip("10.0.0.7"), t("2026-01-01T05:00:00Z")), Some(2));
+        assert_eq!(idx.find(1, ip("::ffff:10.0.0.7"), t("2026-01-01T05:00:00Z")), Some(2));
+        assert_eq!(idx.find(2, ip("2001:db8:0:ff::1"), t("2026-01-01T01:30:00Z")), Some(1));
+        assert_eq!(idx.find(2, ip("2001:db8:1::1"), t("2026-01-01T01:30:00Z")), None);
         assert_eq!(idx.find(9, ip("10.0.0.7"), t("2026-01-01T01:30:00Z")), None);
     }
 
@@ -280,19 +226,14 @@ mod tests {
                 for m in (0..200).step_by(7) {
                     let now = t0 + jiff::SignedDuration::from_mins(m);
                     for svc in 0..3 {
-                        let expect = naive.iter().any(|(w, s, ns)| {
-                            s[0] == svc && ns[0].contains(&src) && w.start <= now && now < w.end
-                        });
+                        let expect = naive
+                            .iter()
+                            .any(|(w, s, ns)| s[0] == svc && ns[0].contains(&src) && w.start <= now && now < w.end);
                         let got = idx.find(svc, src, now);
                         assert_eq!(got.is_some(), expect, "{src} svc {svc} at +{m}m");
                         if let Some(g) = got {
                             let (w, s, ns) = &naive[g as usize];
-                            assert!(
-                                s[0] == svc
-                                    && ns[0].contains(&src)
-                                    && w.start <= now
-                                    && now < w.end
-                            );
+                            assert!(s[0] == svc && ns[0].contains(&src) && w.start <= now && now < w.end);
                         }
                     }
                 }

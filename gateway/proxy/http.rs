@@ -38,14 +38,8 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// Forwarding headers a client might send to pose as someone else: never trusted,
 /// always replaced.
-const CLIENT_FORWARDING: [&str; 6] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "forwarded",
-    "x-real-ip",
-];
+const CLIENT_FORWARDING: [&str; 6] =
+    ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded", "x-real-ip"];
 
 /// Serves the requests of one connection. Cloned per request (one `Arc`).
 #[derive(Clone)]
@@ -62,19 +56,10 @@ struct Inner {
 
 impl Handler {
     pub fn new(record: Arc<ConnRecord>, policy: Arc<Policy>, service: ServiceId) -> Self {
-        Handler {
-            inner: Arc::new(Inner {
-                record,
-                policy,
-                service,
-            }),
-        }
+        Handler { inner: Arc::new(Inner { record, policy, service }) }
     }
 
-    pub async fn handle(
-        self,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<RespBody>, Infallible> {
+    pub async fn handle(self, mut req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
         let started = Instant::now();
         let inner = &self.inner;
         let svc = &inner.policy.services[inner.service];
@@ -99,11 +84,7 @@ impl Handler {
             ));
         };
         if req.method() == Method::CONNECT {
-            return Ok(local(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "405 Method Not Allowed: CONNECT is not proxied\n",
-                log,
-            ));
+            return Ok(local(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed: CONNECT is not proxied\n", log));
         }
 
         let upgrade = wants_upgrade(&req);
@@ -112,11 +93,7 @@ impl Handler {
         // Rewrite.
         let (mut parts, body) = req.into_parts();
         let upstream = &svc.upstream;
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let uri = match http::Uri::builder()
             .scheme(upstream.scheme.as_str())
             .authority(upstream.authority.clone())
@@ -124,13 +101,7 @@ impl Handler {
             .build()
         {
             Ok(u) => u,
-            Err(_) => {
-                return Ok(local(
-                    StatusCode::BAD_REQUEST,
-                    "400 Bad Request: unusable request target\n",
-                    log,
-                ))
-            }
+            Err(_) => return Ok(local(StatusCode::BAD_REQUEST, "400 Bad Request: unusable request target\n", log)),
         };
         parts.uri = uri;
         parts.version = Version::HTTP_11;
@@ -160,11 +131,8 @@ impl Handler {
         }
 
         // Forward.
-        let sent = tokio::time::timeout(
-            svc.upstream_timeout,
-            upstream.client.request(Request::from_parts(parts, body)),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(svc.upstream_timeout, upstream.client.request(Request::from_parts(parts, body))).await;
         let mut resp = match sent {
             Err(_) => {
                 tracing::info!(conn = inner.record.conn, service = %svc.name, "upstream timed out");
@@ -200,14 +168,9 @@ impl Handler {
             strip_hop_by_hop(resp.headers_mut());
             resp.headers_mut().remove(header::UPGRADE);
         }
-        resp.headers_mut()
-            .entry(header::STRICT_TRANSPORT_SECURITY)
-            .or_insert(HeaderValue::from_static(HSTS));
+        resp.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static(HSTS));
         log.status = status.as_u16();
-        Ok(resp.map(|b| RespBody {
-            kind: Kind::Upstream(b),
-            log,
-        }))
+        Ok(resp.map(|b| RespBody { kind: Kind::Upstream(b), log }))
     }
 }
 
@@ -274,11 +237,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Join the client's and the upstream's upgraded streams until either side ends.
-fn tunnel(
-    record: Arc<ConnRecord>,
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-) {
+fn tunnel(record: Arc<ConnRecord>, client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
     let shared = record.shared().clone();
     shared.tasks.spawn(async move {
         let (c, u) = match tokio::try_join!(client, upstream) {
@@ -306,20 +265,11 @@ fn tunnel(
 /// A response made by the gateway itself.
 fn local(status: StatusCode, msg: &'static str, mut log: RequestLog) -> Response<RespBody> {
     log.status = status.as_u16();
-    let mut resp = Response::new(RespBody {
-        kind: Kind::Local(Some(Bytes::from_static(msg.as_bytes()))),
-        log,
-    });
+    let mut resp = Response::new(RespBody { kind: Kind::Local(Some(Bytes::from_static(msg.as_bytes()))), log });
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static(HSTS),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     resp
 }
 
@@ -344,12 +294,8 @@ impl RequestLog {
         let shared = r.shared();
         let elapsed = self.started.elapsed();
         let m = &shared.metrics;
-        m.http_requests
-            .with_label_values(&[&r.service, &self.status.to_string()])
-            .inc();
-        m.http_duration
-            .with_label_values(&[&r.service])
-            .observe(elapsed.as_secs_f64());
+        m.http_requests.with_label_values(&[&r.service, &self.status.to_string()]).inc();
+        m.http_duration.with_label_values(&[&r.service]).observe(elapsed.as_secs_f64());
         if shared.log_http_requests {
             shared.log.record_detached(Event::HttpRequest(HttpRequest {
                 conn: r.conn,
@@ -381,10 +327,7 @@ impl Body for RespBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx),

@@ -70,10 +70,7 @@ impl Upstream {
         }
         let default_port = if scheme == Scheme::Https { 443 } else { 80 };
         let port = authority.port_u16().unwrap_or(default_port);
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let ip = host.parse::<IpAddr>().ok();
         let authority: http::uri::Authority = match ip {
             Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
@@ -86,9 +83,7 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*tls).clone()).https_or_http();
         let builder = match server_name {
             Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
             None => builder,
@@ -101,11 +96,6 @@ impl Upstream {
             .pool_max_idle_per_host(64)
             .set_host(false)
             .build(connector);
-        Ok(Upstream {
-            scheme,
-            authority,
-            ip,
-            client,
-        })
+        Ok(Upstream { scheme, authority, ip, client })
     }
 }

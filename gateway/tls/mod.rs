@@ -24,10 +24,7 @@ pub enum MinVersion {
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {what}")]
     Pem { path: String, what: String },
     #[error("{0}")]
@@ -55,11 +52,7 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<(CertifiedKey, Cert
     let chain = read_chain(cert)?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
     let ck = CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
-        TlsError::Invalid(format!(
-            "{} and {} do not belong together: {e}",
-            cert.display(),
-            key.display()
-        ))
+        TlsError::Invalid(format!("{} and {} do not belong together: {e}", cert.display(), key.display()))
     })?;
     let info = inspect_leaf(cert, &ck.cert[0])?;
     Ok((ck, info))
@@ -72,28 +65,18 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, e))?;
     if chain.is_empty() {
-        return Err(TlsError::Pem {
-            path: path.display().to_string(),
-            what: "no certificate in it".into(),
-        });
+        return Err(TlsError::Pem { path: path.display().to_string(), what: "no certificate in it".into() });
     }
     Ok(chain)
 }
 
 fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
     match e {
-        rustls::pki_types::pem::Error::Io(source) => TlsError::Read {
-            path: path.display().to_string(),
-            source,
-        },
-        rustls::pki_types::pem::Error::NoItemsFound => TlsError::Pem {
-            path: path.display().to_string(),
-            what: "no PEM item of the expected kind".into(),
-        },
-        other => TlsError::Pem {
-            path: path.display().to_string(),
-            what: other.to_string(),
-        },
+        rustls::pki_types::pem::Error::Io(source) => TlsError::Read { path: path.display().to_string(), source },
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            TlsError::Pem { path: path.display().to_string(), what: "no PEM item of the expected kind".into() }
+        }
+        other => TlsError::Pem { path: path.display().to_string(), what: other.to_string() },
     }
 }
 
@@ -105,11 +88,7 @@ fn inspect_leaf(path: &Path, der: &CertificateDer<'_>) -> Result<CertInfo, TlsEr
     let validity = x.validity();
     let now = x509_parser::time::ASN1Time::now();
     if validity.not_after < now {
-        return Err(TlsError::Invalid(format!(
-            "{}: certificate expired on {}",
-            path.display(),
-            validity.not_after
-        )));
+        return Err(TlsError::Invalid(format!("{}: certificate expired on {}", path.display(), validity.not_after)));
     }
     if validity.not_before > now {
         return Err(TlsError::Invalid(format!(
@@ -130,10 +109,7 @@ pub fn generate_self_signed(cert: &Path, key: &Path, names: Vec<String>) -> Resu
     let gen = rcgen::generate_simple_self_signed(names)
         .map_err(|e| TlsError::Invalid(format!("cannot generate a certificate: {e}")))?;
     let write = |path: &Path, data: String, private: bool| -> Result<(), TlsError> {
-        let err = |source| TlsError::Read {
-            path: path.display().to_string(),
-            source,
-        };
+        let err = |source| TlsError::Read { path: path.display().to_string(), source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
@@ -147,9 +123,7 @@ pub fn generate_self_signed(cert: &Path, key: &Path, names: Vec<String>) -> Resu
         #[cfg(not(unix))]
         let _ = private;
         use std::io::Write;
-        opts.open(path)
-            .and_then(|mut f| f.write_all(data.as_bytes()))
-            .map_err(err)
+        opts.open(path).and_then(|mut f| f.write_all(data.as_bytes())).map_err(err)
     };
     write(key, gen.key_pair.serialize_pem(), true)?;
     write(cert, gen.cert.pem(), false)
@@ -163,9 +137,7 @@ pub struct CertStore {
 
 impl CertStore {
     pub fn new(key: CertifiedKey) -> Arc<Self> {
-        Arc::new(CertStore {
-            current: ArcSwap::from_pointee(key),
-        })
+        Arc::new(CertStore { current: ArcSwap::from_pointee(key) })
     }
 
     pub fn replace(&self, key: CertifiedKey) {
@@ -180,10 +152,7 @@ impl ResolvesServerCert for CertStore {
 }
 
 /// The server-side config for client connections.
-pub fn server_config(
-    certs: Arc<CertStore>,
-    min: MinVersion,
-) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(certs: Arc<CertStore>, min: MinVersion) -> Result<Arc<ServerConfig>, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = match min {
         MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinVersion::Tls13 => &[&rustls::version::TLS13],
@@ -195,8 +164,8 @@ pub fn server_config(
         .with_cert_resolver(certs);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     cfg.session_storage = ServerSessionMemoryCache::new(16 * 1024);
-    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
-        .map_err(|e| TlsError::Invalid(format!("session tickets: {e}")))?;
+    cfg.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Invalid(format!("session tickets: {e}")))?;
     Ok(Arc::new(cfg))
 }
 

@@ -44,10 +44,7 @@ pub struct Actor {
 impl Actor {
     /// Transitions made by the clock.
     pub fn system() -> Self {
-        Actor {
-            name: "system".into(),
-            src: None,
-        }
+        Actor { name: "system".into(), src: None }
     }
 }
 
@@ -74,9 +71,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&dyn WindowStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Poisoned))
+    tokio::task::spawn_blocking(move || f(store.as_ref())).await.unwrap_or_else(|_| Err(StoreError::Poisoned))
 }
 
 impl WindowManager {
@@ -88,22 +83,9 @@ impl WindowManager {
         notifier: Option<Notifier>,
         allow_self: bool,
     ) -> Result<Arc<Self>, ManagerError> {
-        let open = blocking(&store, |s| {
-            s.list(&[State::Requested, State::Approved, State::Active])
-        })
-        .await?;
-        let live = open
-            .into_iter()
-            .map(|w| {
-                (
-                    w.id.clone(),
-                    Live {
-                        window: w,
-                        cut: CancellationToken::new(),
-                    },
-                )
-            })
-            .collect();
+        let open = blocking(&store, |s| s.list(&[State::Requested, State::Approved, State::Active])).await?;
+        let live =
+            open.into_iter().map(|w| (w.id.clone(), Live { window: w, cut: CancellationToken::new() })).collect();
         let m = Arc::new(WindowManager {
             store,
             policy,
@@ -129,10 +111,7 @@ impl WindowManager {
                 }
             };
             let sleep = next
-                .map(|t| {
-                    Duration::try_from(t.duration_since(jiff::Timestamp::now()))
-                        .unwrap_or(Duration::ZERO)
-                })
+                .map(|t| Duration::try_from(t.duration_since(jiff::Timestamp::now())).unwrap_or(Duration::ZERO))
                 .unwrap_or(SWEEP)
                 .min(SWEEP);
             tokio::select! {
@@ -168,8 +147,7 @@ impl WindowManager {
         let next = live.values().filter_map(|l| l.window.next_tick()).min();
         drop(live);
         for w in changed {
-            self.announce(w.state.as_str(), &w, &Actor::system(), None)
-                .await;
+            self.announce(w.state.as_str(), &w, &Actor::system(), None).await;
         }
         Ok(next)
     }
@@ -178,21 +156,13 @@ impl WindowManager {
     /// windows that became final.
     fn publish(&self, live: &mut HashMap<String, Live>) {
         let current = self.policy.load_full();
-        let service_ids: HashMap<&str, usize> = current
-            .services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
+        let service_ids: HashMap<&str, usize> =
+            current.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         let mut entries = Vec::new();
         for l in live.values() {
             let w = &l.window;
             if matches!(w.state, State::Approved | State::Active) {
-                let svcs = w
-                    .services
-                    .iter()
-                    .filter_map(|s| service_ids.get(s.as_str()).copied())
-                    .collect();
+                let svcs = w.services.iter().filter_map(|s| service_ids.get(s.as_str()).copied()).collect();
                 let open = OpenWindow {
                     id: w.id.as_str().into(),
                     requester: w.requester.as_str().into(),
@@ -221,13 +191,7 @@ impl WindowManager {
         let mut live = self.live.lock().await;
         let stored = w.clone();
         blocking(&self.store, move |s| s.insert(&stored)).await?;
-        live.insert(
-            w.id.clone(),
-            Live {
-                window: w.clone(),
-                cut: CancellationToken::new(),
-            },
-        );
+        live.insert(w.id.clone(), Live { window: w.clone(), cut: CancellationToken::new() });
         drop(live);
         self.wake.notify_one();
         self.announce("requested", &w, actor, None).await;
@@ -244,17 +208,10 @@ impl WindowManager {
     ) -> Result<Window, ManagerError> {
         let mut live = self.live.lock().await;
         let key = id.to_string();
-        let mut w = blocking(&self.store, move |s| s.get(&key))
-            .await?
-            .ok_or_else(|| ManagerError::NotFound(id.to_string()))?;
+        let mut w =
+            blocking(&self.store, move |s| s.get(&key)).await?.ok_or_else(|| ManagerError::NotFound(id.to_string()))?;
         let before = w.state;
-        w.apply(
-            action,
-            &actor.name,
-            note.clone(),
-            self.allow_self,
-            jiff::Timestamp::now(),
-        )?;
+        w.apply(action, &actor.name, note.clone(), self.allow_self, jiff::Timestamp::now())?;
         let stored = w.clone();
         if !blocking(&self.store, move |s| s.update(&stored, before)).await? {
             return Err(ManagerError::Conflict(id.to_string()));
@@ -262,24 +219,14 @@ impl WindowManager {
         if let Some(l) = live.get_mut(id) {
             l.window = w.clone();
         } else if !w.state.is_final() {
-            live.insert(
-                w.id.clone(),
-                Live {
-                    window: w.clone(),
-                    cut: CancellationToken::new(),
-                },
-            );
+            live.insert(w.id.clone(), Live { window: w.clone(), cut: CancellationToken::new() });
         }
         if action != Action::Review {
             self.publish(&mut live);
         }
         drop(live);
         self.wake.notify_one();
-        let event = if action == Action::Review {
-            "reviewed"
-        } else {
-            w.state.as_str()
-        };
+        let event = if action == Action::Review { "reviewed" } else { w.state.as_str() };
         self.announce(event, &w, actor, note.as_deref()).await;
         Ok(w)
     }

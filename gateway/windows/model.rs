@@ -56,14 +56,8 @@ impl State {
         matches!(self, State::Expired | State::Denied | State::Revoked)
     }
 
-    pub const ALL: [State; 6] = [
-        State::Requested,
-        State::Approved,
-        State::Active,
-        State::Expired,
-        State::Denied,
-        State::Revoked,
-    ];
+    pub const ALL: [State; 6] =
+        [State::Requested, State::Approved, State::Active, State::Expired, State::Denied, State::Revoked];
 }
 
 /// An admin's note after the window ended: what was checked (LY-1.6.5).
@@ -122,10 +116,7 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransitionError {
     #[error("a {state} window cannot be {verb}")]
-    WrongState {
-        state: &'static str,
-        verb: &'static str,
-    },
+    WrongState { state: &'static str, verb: &'static str },
     #[error("the requester may not approve their own window (set [windows] allow_self_approval = true where staff is too few)")]
     SelfApproval,
     #[error("the window already ended at {0}")]
@@ -154,10 +145,7 @@ impl Window {
         allow_self: bool,
         now: jiff::Timestamp,
     ) -> Result<(), TransitionError> {
-        let wrong = |w: &Window, verb| TransitionError::WrongState {
-            state: w.state.as_str(),
-            verb,
-        };
+        let wrong = |w: &Window, verb| TransitionError::WrongState { state: w.state.as_str(), verb };
         match action {
             Action::Approve => {
                 if self.state != State::Requested {
@@ -178,30 +166,13 @@ impl Window {
             }
             Action::Deny | Action::Revoke => {
                 let allowed = match action {
-                    Action::Deny => matches!(
-                        self.state,
-                        State::Requested | State::Approved | State::Active
-                    ),
-                    _ => matches!(
-                        self.state,
-                        State::Requested | State::Approved | State::Active
-                    ),
+                    Action::Deny => matches!(self.state, State::Requested | State::Approved | State::Active),
+                    _ => matches!(self.state, State::Requested | State::Approved | State::Active),
                 };
                 if !allowed {
-                    return Err(wrong(
-                        self,
-                        if action == Action::Deny {
-                            "denied"
-                        } else {
-                            "revoked"
-                        },
-                    ));
+                    return Err(wrong(self, if action == Action::Deny { "denied" } else { "revoked" }));
                 }
-                self.state = if action == Action::Deny {
-                    State::Denied
-                } else {
-                    State::Revoked
-                };
+                self.state = if action == Action::Deny { State::Denied } else { State::Revoked };
                 self.approver = Some(actor.to_string());
                 self.ended_at = Some(now);
                 self.end_note = note;
@@ -213,11 +184,7 @@ impl Window {
                 if let Some(r) = &self.review {
                     return Err(TransitionError::AlreadyReviewed(r.by.clone()));
                 }
-                self.review = Some(Review {
-                    by: actor.to_string(),
-                    at: now,
-                    note: note.unwrap_or_default(),
-                });
+                self.review = Some(Review { by: actor.to_string(), at: now, note: note.unwrap_or_default() });
             }
         }
         Ok(())
@@ -295,14 +262,7 @@ mod tests {
         assert_eq!(w.tick(w.end), Some(State::Expired));
         assert!(w.pending_review());
         assert_eq!(w.next_tick(), None);
-        w.apply(
-            Action::Review,
-            "chen",
-            Some("logs checked".into()),
-            false,
-            w.end,
-        )
-        .unwrap();
+        w.apply(Action::Review, "chen", Some("logs checked".into()), false, w.end).unwrap();
         assert!(!w.pending_review());
         assert!(matches!(
             w.apply(Action::Review, "wang", None, false, w.end),
@@ -314,13 +274,9 @@ mod tests {
     fn self_approval_only_when_configured() {
         let mut w = window();
         let t0 = ts("2026-11-21T01:30:00Z");
-        assert_eq!(
-            w.apply(Action::Approve, "vendor-li", None, false, t0),
-            Err(TransitionError::SelfApproval)
-        );
+        assert_eq!(w.apply(Action::Approve, "vendor-li", None, false, t0), Err(TransitionError::SelfApproval));
         assert_eq!(w.state, State::Requested);
-        w.apply(Action::Approve, "vendor-li", None, true, t0)
-            .unwrap();
+        w.apply(Action::Approve, "vendor-li", None, true, t0).unwrap();
         assert!(w.self_approved);
     }
 
@@ -328,24 +284,14 @@ mod tests {
     fn wrong_states_are_refused() {
         let t0 = ts("2026-11-21T01:30:00Z");
         let mut w = window();
-        w.apply(Action::Deny, "chen", Some("no".into()), false, t0)
-            .unwrap();
+        w.apply(Action::Deny, "chen", Some("no".into()), false, t0).unwrap();
         assert_eq!(w.state, State::Denied);
         assert!(!w.pending_review(), "never approved, nothing to review");
         for a in [Action::Approve, Action::Deny, Action::Revoke] {
-            assert!(
-                matches!(
-                    w.apply(a, "chen", None, false, t0),
-                    Err(TransitionError::WrongState { .. })
-                ),
-                "{a:?}"
-            );
+            assert!(matches!(w.apply(a, "chen", None, false, t0), Err(TransitionError::WrongState { .. })), "{a:?}");
         }
         let mut w = window();
-        assert!(matches!(
-            w.apply(Action::Review, "chen", None, false, t0),
-            Err(TransitionError::WrongState { .. })
-        ));
+        assert!(matches!(w.apply(Action::Review, "chen", None, false, t0), Err(TransitionError::WrongState { .. })));
         // Not approved before its end: expired, and can no longer be approved.
         assert_eq!(w.tick(w.end), Some(State::Expired));
         assert!(matches!(
@@ -353,22 +299,17 @@ mod tests {
             Err(TransitionError::WrongState { .. })
         ));
         let mut w = window();
-        assert_eq!(
-            w.apply(Action::Approve, "chen", None, false, w.end),
-            Err(TransitionError::AlreadyEnded(w.end))
-        );
+        assert_eq!(w.apply(Action::Approve, "chen", None, false, w.end), Err(TransitionError::AlreadyEnded(w.end)));
     }
 
     #[test]
     fn revoke_and_deny_after_approve_end_it() {
         for action in [Action::Revoke, Action::Deny] {
             let mut w = window();
-            w.apply(Action::Approve, "chen", None, false, w.start)
-                .unwrap();
+            w.apply(Action::Approve, "chen", None, false, w.start).unwrap();
             w.tick(w.start);
             assert_eq!(w.state, State::Active);
-            w.apply(action, "wang", Some("done early".into()), false, w.start)
-                .unwrap();
+            w.apply(action, "wang", Some("done early".into()), false, w.start).unwrap();
             assert!(w.state.is_final());
             assert!(!w.is_open_at(w.start));
             assert!(w.pending_review());
@@ -385,8 +326,7 @@ mod tests {
         assert_eq!(w.tick(late), Some(State::Active));
         // A gateway down through the whole window: the next tick ends it.
         let mut w2 = window();
-        w2.apply(Action::Approve, "chen", None, false, w2.start)
-            .unwrap();
+        w2.apply(Action::Approve, "chen", None, false, w2.start).unwrap();
         assert_eq!(w2.tick(ts("2026-11-22T00:00:00Z")), Some(State::Expired));
     }
 }

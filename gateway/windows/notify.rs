@@ -23,11 +23,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// Start the sender task for `url`.
-    pub fn start(
-        url: http::Uri,
-        gateway: String,
-        tls: std::sync::Arc<rustls::ClientConfig>,
-    ) -> Self {
+    pub fn start(url: http::Uri, gateway: String, tls: std::sync::Arc<rustls::ClientConfig>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(url, gateway, tls, rx));
         Notifier { tx }
@@ -35,8 +31,7 @@ impl Notifier {
 
     pub fn send(&self, event: &WindowEvent) {
         let mut body = serde_json::json!({ "event": event.event_name() });
-        if let (Some(obj), Ok(serde_json::Value::Object(fields))) =
-            (body.as_object_mut(), serde_json::to_value(event))
+        if let (Some(obj), Ok(serde_json::Value::Object(fields))) = (body.as_object_mut(), serde_json::to_value(event))
         {
             obj.extend(fields);
         }
@@ -66,10 +61,7 @@ async fn run(
         for attempt in 1..=ATTEMPTS {
             let req = http::Request::post(url.clone())
                 .header(http::header::CONTENT_TYPE, "application/json")
-                .header(
-                    "user-agent",
-                    format!("menshen/{} ({gateway})", env!("CARGO_PKG_VERSION")),
-                )
+                .header("user-agent", format!("menshen/{} ({gateway})", env!("CARGO_PKG_VERSION")))
                 .body(Full::new(body.clone()));
             let Ok(req) = req else { break };
             match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
@@ -81,9 +73,7 @@ async fn run(
                 Err(_) => tracing::warn!(attempt, "webhook timed out"),
             }
             if attempt == ATTEMPTS {
-                tracing::error!(
-                    "webhook notice given up after {ATTEMPTS} attempts (the log has the record)"
-                );
+                tracing::error!("webhook notice given up after {ATTEMPTS} attempts (the log has the record)");
             } else {
                 tokio::time::sleep(delay).await;
                 delay *= 2;

@@ -54,42 +54,28 @@ impl SqliteStore {
     /// Open (creating if needed) `dir/windows.sqlite` and bring its schema up to date.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("windows.sqlite");
-        let fail = |reason: String| StoreError::Open {
-            path: path.display().to_string(),
-            reason,
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        let fail = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         let conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(2))
-            .map_err(|e| fail(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(|e| fail(e.to_string()))?;
         // A foreign or damaged file fails here, not at the first request.
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(|e| {
-                fail(format!(
-                    "{e} (is it a Menshen window store? is another process holding it?)"
-                ))
-            })?;
+            .map_err(|e| fail(format!("{e} (is it a Menshen window store? is another process holding it?)")))?;
         if check != "ok" {
             return Err(fail(format!("damaged: {check}")));
         }
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .map_err(|e| fail(format!("{e} (is the directory writable?)")))?;
         migrate(&conn).map_err(|e| fail(e.to_string()))?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-        })
+        Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
     pub fn path(dir: &Path) -> PathBuf {
         dir.join("windows.sqlite")
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
         f(&conn)
     }
@@ -114,23 +100,12 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 fn to_row(w: &Window) -> Result<(String, i64, i64, i64), StoreError> {
-    let doc = serde_json::to_string(w).map_err(|e| StoreError::Corrupt {
-        id: w.id.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok((
-        doc,
-        w.start.as_millisecond(),
-        w.end.as_millisecond(),
-        w.requested_at.as_millisecond(),
-    ))
+    let doc = serde_json::to_string(w).map_err(|e| StoreError::Corrupt { id: w.id.clone(), reason: e.to_string() })?;
+    Ok((doc, w.start.as_millisecond(), w.end.as_millisecond(), w.requested_at.as_millisecond()))
 }
 
 fn from_doc(id: &str, doc: &str) -> Result<Window, StoreError> {
-    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt {
-        id: id.to_string(),
-        reason: e.to_string(),
-    })
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt { id: id.to_string(), reason: e.to_string() })
 }
 
 impl WindowStore for SqliteStore {
@@ -158,24 +133,17 @@ impl WindowStore for SqliteStore {
 
     fn get(&self, id: &str) -> Result<Option<Window>, StoreError> {
         self.with(|c| {
-            let doc: Option<String> = c
-                .query_row("SELECT doc FROM windows WHERE id = ?1", [id], |r| r.get(0))
-                .optional()?;
+            let doc: Option<String> =
+                c.query_row("SELECT doc FROM windows WHERE id = ?1", [id], |r| r.get(0)).optional()?;
             doc.map(|d| from_doc(id, &d)).transpose()
         })
     }
 
     fn list(&self, states: &[State]) -> Result<Vec<Window>, StoreError> {
         self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT id, state, doc FROM windows ORDER BY requested_ms DESC, id")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
+            let mut stmt = c.prepare("SELECT id, state, doc FROM windows ORDER BY requested_ms DESC, id")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
             let mut out = Vec::new();
             for row in rows {
                 let (id, state, doc) = row?;
@@ -224,8 +192,7 @@ mod tests {
         store.insert(&sample("w2")).unwrap();
         assert_eq!(store.get("w1").unwrap().as_ref(), Some(&w));
         assert!(store.get("nope").unwrap().is_none());
-        w.apply(Action::Approve, "chen", None, false, w.start)
-            .unwrap();
+        w.apply(Action::Approve, "chen", None, false, w.start).unwrap();
         assert!(store.update(&w, State::Requested).unwrap());
         // A second writer that still thinks it is requested loses.
         assert!(!store.update(&w, State::Requested).unwrap());
@@ -240,15 +207,9 @@ mod tests {
     #[test]
     fn a_foreign_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            SqliteStore::path(dir.path()),
-            b"this is not a database, just some text that is long enough",
-        )
-        .unwrap();
-        let err = SqliteStore::open(dir.path())
-            .err()
-            .expect("refused")
-            .to_string();
+        std::fs::write(SqliteStore::path(dir.path()), b"this is not a database, just some text that is long enough")
+            .unwrap();
+        let err = SqliteStore::open(dir.path()).err().expect("refused").to_string();
         assert!(err.contains("windows.sqlite"), "{err}");
         assert!(err.contains("not a database"), "{err}");
     }

@@ -37,26 +37,17 @@ impl TestPki {
         let ca_key = KeyPair::generate().expect("ca key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "menshen test CA");
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "menshen test CA");
         let ca = ca_params.self_signed(&ca_key).expect("ca cert");
         let key = KeyPair::generate().expect("leaf key");
-        let params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .expect("params");
+        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
         let cert = params.signed_by(&key, &ca, &ca_key).expect("leaf cert");
-        TestPki {
-            ca_pem: ca.pem(),
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
+        TestPki { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
 
     pub fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
-        let der = rustls::pki_types::pem::PemObject::from_pem_slice(self.ca_pem.as_bytes())
-            .expect("ca pem");
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(self.ca_pem.as_bytes()).expect("ca pem");
         roots.add(CertificateDer::into_owned(der)).expect("add ca");
         roots
     }
@@ -98,14 +89,7 @@ dir = "log"
 impl TestGateway {
     /// Write `config` (a full TOML text) next to a fresh certificate and start the gateway.
     pub fn start(config: &str) -> TestGateway {
-        let pki = Arc::new(TestPki::new(&[
-            "admin.test",
-            "nas.test",
-            "ws.test",
-            "down.test",
-            "slow.test",
-            "localhost",
-        ]));
+        let pki = Arc::new(TestPki::new(&["admin.test", "nas.test", "ws.test", "down.test", "slow.test", "localhost"]));
         Self::start_with(config, pki)
     }
 
@@ -114,11 +98,7 @@ impl TestGateway {
     }
 
     /// Start with extra files written into the gateway's directory first.
-    pub fn start_with_files(
-        config: &str,
-        pki: Arc<TestPki>,
-        files: &[(&str, &str)],
-    ) -> TestGateway {
+    pub fn start_with_files(config: &str, pki: Arc<TestPki>, files: &[(&str, &str)]) -> TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write file");
@@ -160,28 +140,15 @@ impl TestGateway {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "gateway did not start: {}",
-                        std::fs::read_to_string(&stderr).unwrap_or_default()
-                    );
+                    panic!("gateway did not start: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
                 }
             }
         }
-        TestGateway {
-            dir,
-            child: Some(child),
-            addrs,
-            pki,
-            stderr,
-        }
+        TestGateway { dir, child: Some(child), addrs, pki, stderr }
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
-        self.addrs
-            .iter()
-            .find(|(n, _)| n == listener)
-            .map(|(_, a)| *a)
-            .expect("listener")
+        self.addrs.iter().find(|(n, _)| n == listener).map(|(_, a)| *a).expect("listener")
     }
 
     pub fn pid(&self) -> u32 {
@@ -194,10 +161,7 @@ impl TestGateway {
 
     /// Send a signal by PID.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.pid().to_string()])
-            .status()
-            .expect("kill");
+        let ok = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().expect("kill");
         assert!(ok.success());
     }
 
@@ -242,19 +206,15 @@ impl TestGateway {
 
     /// The `conn.open` record of the connection from `src` (IPv4 text form).
     pub async fn conn_open_from(&self, src: &str) -> Value {
-        self.wait_record(|r| r["event"] == "conn.open" && r["src_ip"] == src)
-            .await
+        self.wait_record(|r| r["event"] == "conn.open" && r["src_ip"] == src).await
     }
 
     pub async fn conn_close(&self, conn: &Value) -> Value {
-        self.wait_record(|r| r["event"] == "conn.close" && r["conn"] == *conn)
-            .await
+        self.wait_record(|r| r["event"] == "conn.close" && r["conn"] == *conn).await
     }
 
     pub fn client(&self) -> TestClient {
-        TestClient {
-            roots: Arc::new(self.pki.roots()),
-        }
+        TestClient { roots: Arc::new(self.pki.roots()) }
     }
 }
 
@@ -293,11 +253,7 @@ pub fn assert_fields(r: &Value, fields: &[&str]) {
     for f in common.iter().chain(fields) {
         assert!(obj.contains_key(*f), "field {f} missing in {r}");
     }
-    assert_eq!(
-        obj.len(),
-        common.len() + fields.len(),
-        "unexpected fields in {r}"
-    );
+    assert_eq!(obj.len(), common.len() + fields.len(), "unexpected fields in {r}");
     let ts = r["ts"].as_str().expect("ts");
     assert!(ts.ends_with("+08:00"), "ts {ts} not in Asia/Taipei");
 }
@@ -335,17 +291,8 @@ pub const CONN_CLOSE_FIELDS: [&str; 13] = [
     "upstream_ip",
     "upstream_port",
 ];
-pub const HTTP_FIELDS: [&str; 9] = [
-    "conn",
-    "service",
-    "src_ip",
-    "method",
-    "host",
-    "path",
-    "status",
-    "duration_ms",
-    "bytes_out",
-];
+pub const HTTP_FIELDS: [&str; 9] =
+    ["conn", "service", "src_ip", "method", "host", "path", "status", "duration_ms", "bytes_out"];
 
 /// A TLS client that trusts the test CA and binds the source address it is given.
 #[derive(Clone)]
@@ -367,15 +314,9 @@ impl Resp {
 }
 
 pub async fn tcp_from(src: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let sock = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let sock = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     sock.bind(SocketAddr::new(src, 0))?;
-    tokio::time::timeout(DEADLINE, sock.connect(addr))
-        .await
-        .map_err(|_| std::io::ErrorKind::TimedOut)?
+    tokio::time::timeout(DEADLINE, sock.connect(addr)).await.map_err(|_| std::io::ErrorKind::TimedOut)?
 }
 
 impl TestClient {
@@ -401,12 +342,9 @@ impl TestClient {
         cfg: rustls::ClientConfig,
     ) -> std::io::Result<TlsStream<TcpStream>> {
         let tcp = tcp_from(src, addr).await?;
-        let name =
-            ServerName::try_from(sni.to_string()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let name = ServerName::try_from(sni.to_string()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-        tokio::time::timeout(DEADLINE, connector.connect(name, tcp))
-            .await
-            .map_err(|_| std::io::ErrorKind::TimedOut)?
+        tokio::time::timeout(DEADLINE, connector.connect(name, tcp)).await.map_err(|_| std::io::ErrorKind::TimedOut)?
     }
 
     pub async fn connect(
@@ -461,8 +399,7 @@ impl Get {
     }
 
     pub fn headers(mut self, headers: &[(&str, &str)]) -> Self {
-        self.headers
-            .extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.headers.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self
     }
 
@@ -473,10 +410,7 @@ impl Get {
 
     pub async fn send(self) -> std::io::Result<Resp> {
         let h2 = self.h2;
-        let tls = self
-            .client
-            .connect(self.addr, self.src, &self.sni, h2)
-            .await?;
+        let tls = self.client.connect(self.addr, self.src, &self.sni, h2).await?;
         let mut builder = http::Request::builder().method("GET");
         builder = if h2 {
             builder.uri(format!("https://{}{}", self.host, self.path))
@@ -486,22 +420,18 @@ impl Get {
         for (k, v) in &self.headers {
             builder = builder.header(k, v);
         }
-        let req = builder
-            .body(Full::new(Bytes::new()))
-            .map_err(std::io::Error::other)?;
+        let req = builder.body(Full::new(Bytes::new())).map_err(std::io::Error::other)?;
         let fut = async move {
             let io = TokioIo::new(tls);
             let resp = if h2 {
-                let (mut send, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                        .await
-                        .map_err(std::io::Error::other)?;
+                let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(std::io::Error::other)?;
                 tokio::spawn(conn);
                 send.send_request(req).await
             } else {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(io)
-                    .await
-                    .map_err(std::io::Error::other)?;
+                let (mut send, conn) =
+                    hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
                 tokio::spawn(conn);
                 send.send_request(req).await
             }
@@ -509,22 +439,10 @@ impl Get {
             let status = resp.status().as_u16();
             let version = resp.version();
             let headers = resp.headers().clone();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(std::io::Error::other)?
-                .to_bytes();
-            Ok(Resp {
-                status,
-                version,
-                headers,
-                body,
-            })
+            let body = resp.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
+            Ok(Resp { status, version, headers, body })
         };
-        tokio::time::timeout(DEADLINE, fut)
-            .await
-            .map_err(|_| std::io::ErrorKind::TimedOut)?
+        tokio::time::timeout(DEADLINE, fut).await.map_err(|_| std::io::ErrorKind::TimedOut)?
     }
 }
 
@@ -538,9 +456,7 @@ pub struct TestUpstream {
 }
 
 pub async fn start_upstream() -> TestUpstream {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
     let addr = l.local_addr().expect("addr");
     let slow_started = Arc::new(tokio::sync::Notify::new());
     let notify = slow_started.clone();
@@ -554,44 +470,34 @@ pub async fn start_upstream() -> TestUpstream {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let notify = notify.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| {
-                        let notify = notify.clone();
-                        async move {
-                            if req.uri().path() == "/slow" {
-                                notify.notify_one();
-                                tokio::time::sleep(Duration::from_millis(1500)).await;
-                                return Ok::<_, std::convert::Infallible>(http::Response::new(
-                                    Full::new(Bytes::from("slow done")),
-                                ));
-                            }
-                            let headers: serde_json::Map<String, Value> = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (k.to_string(), Value::from(v.to_str().unwrap_or("?")))
-                                })
-                                .collect();
-                            let echo = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path(), "version": format!("{:?}", req.version()), "headers": headers});
-                            let mut resp =
-                                http::Response::new(Full::new(Bytes::from(echo.to_string())));
-                            resp.headers_mut()
-                                .insert("x-upstream", http::HeaderValue::from_static("yes"));
-                            Ok(resp)
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let notify = notify.clone();
+                    async move {
+                        if req.uri().path() == "/slow" {
+                            notify.notify_one();
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                            return Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                                "slow done",
+                            ))));
                         }
-                    },
-                );
+                        let headers: serde_json::Map<String, Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or("?"))))
+                            .collect();
+                        let echo = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path(), "version": format!("{:?}", req.version()), "headers": headers});
+                        let mut resp = http::Response::new(Full::new(Bytes::from(echo.to_string())));
+                        resp.headers_mut().insert("x-upstream", http::HeaderValue::from_static("yes"));
+                        Ok(resp)
+                    }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), svc)
                     .await;
             });
         }
     });
-    TestUpstream {
-        addr,
-        slow_started,
-        accepted,
-    }
+    TestUpstream { addr, slow_started, accepted }
 }
 
 /// A WebSocket echo upstream.
