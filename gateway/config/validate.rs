@@ -224,7 +224,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
         }
         let bind = match l.bind.parse::<SocketAddr>() {
             Ok(b) => {
-                if let Some(prev) = binds.insert(b, l.name.clone()) {
+                // Port 0 asks the system for any free port: never a clash.
+                if let Some(prev) = binds.insert(b, l.name.clone()).filter(|_| b.port() != 0) {
                     cx.err(format!("{key}.bind"), format!("{b} is already the bind of listener {prev:?}"));
                 }
                 b
@@ -579,7 +580,7 @@ fn validate_admin(
 ) -> AdminSettings {
     let bind = match a.bind.parse::<SocketAddr>() {
         Ok(b) => {
-            if let Some(l) = listeners.iter().find(|l| l.bind == b) {
+            if let Some(l) = listeners.iter().find(|l| l.bind == b && b.port() != 0) {
                 cx.err("admin.bind", format!("{b} is already the bind of listener {:?}", l.name));
             }
             b

@@ -96,6 +96,9 @@ impl WindowManager {
             wake: Notify::new(),
         });
         m.sweep(jiff::Timestamp::now()).await?;
+        // Windows that were already open need no transition, but the fresh snapshot
+        // does not know them yet.
+        m.publish(&mut *m.live.lock().await);
         Ok(m)
     }
 

@@ -108,43 +108,20 @@ impl TestGateway {
         let cfg = dir.path().join("menshen.toml");
         std::fs::write(&cfg, config).expect("write config");
         let stderr = dir.path().join("stderr.txt");
-        let mut child = Command::new(bin())
-            .args(["run", "-c"])
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("start gateway");
-        // The gateway prints one line per listener once bound; read them with a deadline.
-        let stdout = child.stdout.take().expect("stdout");
-        let expected = config.matches("[[listener]]").count();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut addrs = Vec::new();
-        let deadline = Instant::now() + DEADLINE;
-        while addrs.len() < expected {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("menshen: listener ") {
-                        let (name, addr) = rest.split_once(" on ").expect("listener line");
-                        addrs.push((name.to_string(), addr.parse().expect("listener addr")));
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("gateway did not start: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
-                }
-            }
-        }
+        let (child, addrs) = spawn(&cfg, config, &stderr);
         TestGateway { dir, child: Some(child), addrs, pki, stderr }
+    }
+
+    /// Stop (SIGTERM, wait) and start again on the same directory: same config, state
+    /// and log; new ports.
+    pub fn restart(&mut self) {
+        self.signal("TERM");
+        assert_eq!(self.wait_exit(), 0);
+        let cfg = self.dir.path().join("menshen.toml");
+        let config = std::fs::read_to_string(&cfg).expect("config");
+        let (child, addrs) = spawn(&cfg, &config, &self.stderr);
+        self.child = Some(child);
+        self.addrs = addrs;
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
@@ -213,6 +190,28 @@ impl TestGateway {
         self.wait_record(|r| r["event"] == "conn.close" && r["conn"] == *conn).await
     }
 
+    /// One admin API call from `src` with `token`; the status and the JSON body.
+    pub async fn api(&self, src: &str, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let tls = self.client().connect(self.addr("admin"), ip(src), "localhost", false).await.expect("admin tls");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("admin http");
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+            .expect("request");
+        let fut = async move {
+            let resp = send.send_request(req).await.expect("admin response");
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.expect("admin body").to_bytes();
+            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        };
+        tokio::time::timeout(DEADLINE, fut).await.expect("admin API answered in time")
+    }
+
     pub fn client(&self) -> TestClient {
         TestClient { roots: Arc::new(self.pki.roots()) }
     }
@@ -225,6 +224,47 @@ impl Drop for TestGateway {
             let _ = c.wait();
         }
     }
+}
+
+/// Start the binary on `cfg`; read the bound addresses from its stdout (bounded wait).
+fn spawn(cfg: &Path, config: &str, stderr: &Path) -> (Child, Vec<(String, SocketAddr)>) {
+    let mut child = Command::new(bin())
+        .args(["run", "-c"])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).expect("stderr file"))
+        .spawn()
+        .expect("start gateway");
+    // The gateway prints one line per listener once bound; read them with a deadline.
+    let stdout = child.stdout.take().expect("stdout");
+    let expected = config.matches("[[listener]]").count() + config.matches("\n[admin]").count();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addrs = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while addrs.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("menshen: listener ") {
+                    let (name, addr) = rest.split_once(" on ").expect("listener line");
+                    addrs.push((name.to_string(), addr.parse().expect("listener addr")));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("gateway did not start: {}", std::fs::read_to_string(stderr).unwrap_or_default());
+            }
+        }
+    }
+    (child, addrs)
 }
 
 pub fn read_records(dir: &Path) -> Vec<Value> {
@@ -473,12 +513,29 @@ pub async fn start_upstream() -> TestUpstream {
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let notify = notify.clone();
                     async move {
+                        if req.uri().path() == "/stream" {
+                            // 1 KiB every 20 ms, for at most 60 s: a long download.
+                            let chunks = futures_util::stream::unfold(0u32, |i| async move {
+                                if i >= 3000 {
+                                    return None;
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                Some((
+                                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(vec![
+                                        b'x';
+                                        1024
+                                    ]))),
+                                    i + 1,
+                                ))
+                            });
+                            let body = http_body_util::StreamBody::new(chunks);
+                            return Ok(http::Response::new(http_body_util::Either::Right(body)));
+                        }
                         if req.uri().path() == "/slow" {
                             notify.notify_one();
                             tokio::time::sleep(Duration::from_millis(1500)).await;
-                            return Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                                "slow done",
-                            ))));
+                            let body = http_body_util::Either::Left(Full::new(Bytes::from("slow done")));
+                            return Ok::<_, std::convert::Infallible>(http::Response::new(body));
                         }
                         let headers: serde_json::Map<String, Value> = req
                             .headers()
@@ -486,7 +543,8 @@ pub async fn start_upstream() -> TestUpstream {
                             .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or("?"))))
                             .collect();
                         let echo = serde_json::json!({"method": req.method().as_str(), "path": req.uri().path(), "version": format!("{:?}", req.version()), "headers": headers});
-                        let mut resp = http::Response::new(Full::new(Bytes::from(echo.to_string())));
+                        let mut resp =
+                            http::Response::new(http_body_util::Either::Left(Full::new(Bytes::from(echo.to_string()))));
                         resp.headers_mut().insert("x-upstream", http::HeaderValue::from_static("yes"));
                         Ok(resp)
                     }
