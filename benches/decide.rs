@@ -16,7 +16,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use menshen::policy::{decide, Access, ConnInfo, IpSet, Listener, ListenerKind, Policy, Reason, Service, Zone};
+use menshen::policy::{
+    decide, Access, ConnInfo, IpSet, Listener, ListenerKind, OpenWindow, Policy, Reason, Service, WindowIndex, Zone,
+};
 use menshen::proxy::Upstream;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -277,9 +279,61 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// 10,000 open access windows over the window-only (wan -> lan) services of the public
+/// listener: each window opens 1-3 services to 1-4 IPv4 sources (/24../32).
+fn window_benches(c: &mut Criterion) {
+    const WINDOWS: usize = 10_000;
+    let b = build();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    // Public-listener services in zone lan: wan -> lan is window-only.
+    let window_only: Vec<usize> = (0..SERVICES).filter(|i| i % 2 == 0 && i % 4 >= 2).collect();
+    let start = now() - jiff::SignedDuration::from_hours(1);
+    let end = now() + jiff::SignedDuration::from_hours(1);
+    let mut entries = Vec::with_capacity(WINDOWS);
+    let mut probes = Vec::new();
+    for i in 0..WINDOWS {
+        let svcs: Vec<usize> =
+            (0..1 + rng.below(3)).map(|_| window_only[rng.below(window_only.len() as u64) as usize]).collect();
+        let sources: Vec<IpNet> = (0..1 + rng.below(4))
+            .map(|_| {
+                let a = Ipv4Addr::from(rng.next() as u32);
+                IpNet::V4(Ipv4Net::new(a, 24 + rng.below(9) as u8).unwrap().trunc())
+            })
+            .collect();
+        if i % 10 == 0 {
+            probes.push((svcs[0], sources[0].network()));
+        }
+        let w =
+            OpenWindow { id: format!("w-{i}").into(), requester: "vendor".into(), start, end, cut: Default::default() };
+        entries.push((w, svcs, sources));
+    }
+    let policy = b.policy.with_windows(WindowIndex::new(SERVICES, entries));
+    assert_eq!(policy.windows.len(), WINDOWS);
+    let (svc, src) = probes[0];
+    let sni = format!("svc-{svc}.school.example");
+    let conn = ConnInfo { listener: PUBLIC, src, sni: Some(&sni) };
+    assert_eq!(decide(&policy, &conn, now()).reason, Reason::Window);
+    let outside = ConnInfo { listener: PUBLIC, src: IpAddr::V4(Ipv4Addr::new(0, 0, 0, 1)), sni: Some(&sni) };
+    assert_eq!(decide(&policy, &outside, now()).reason, Reason::NotAllowed);
+
+    let mut g = c.benchmark_group("decide-10k-windows");
+    g.bench_function("window", |bch| bch.iter(|| decide(black_box(&policy), black_box(&conn), black_box(now()))));
+    g.bench_function("no-window", |bch| bch.iter(|| decide(black_box(&policy), black_box(&outside), black_box(now()))));
+    let snis: Vec<String> = probes.iter().map(|(s, _)| format!("svc-{s}.school.example")).collect();
+    let mut i = 0;
+    g.bench_function("mixed-1000", |bch| {
+        bch.iter(|| {
+            i = (i + 1) % probes.len();
+            let c = ConnInfo { listener: PUBLIC, src: probes[i].1, sni: Some(&snis[i]) };
+            decide(black_box(&policy), black_box(&c), black_box(now()))
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = decide_benches;
     config = Criterion::default();
-    targets = benches
+    targets = benches, window_benches
 }
 criterion_main!(decide_benches);
