@@ -421,9 +421,7 @@ async fn an_approved_window_survives_a_restart() {
     let r =
         gw.client().get(gw.addr("https"), "127.0.0.2", "admin.test").send().await.expect("still open after restart");
     assert_eq!(r.status, 200);
-    let opens: Vec<Value> =
-        gw.records().into_iter().filter(|r| r["event"] == "conn.open" && r["window"] == id.as_str()).collect();
-    assert_eq!(opens.len(), 2);
+    gw.wait_count(2, |r| r["event"] == "conn.open" && r["window"] == id.as_str()).await;
     let w = wait_state(&gw, &t.chen, &id, "active").await;
     assert_eq!(w["approver"], "chen");
 }

@@ -27,8 +27,12 @@ use tokio::sync::mpsc;
 
 /// Records queued between the connection tasks and the writer.
 const QUEUE: usize = 16 * 1024;
-/// The most records written in one batch.
+/// The most records taken from the queue at once.
 const BATCH: usize = 1024;
+/// In interval mode, records are written together: after at most this long…
+const COALESCE: Duration = Duration::from_millis(10);
+/// …or once this much is buffered, whichever comes first.
+const COALESCE_BYTES: usize = 64 * 1024;
 /// `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -118,7 +122,29 @@ impl AuditLog {
 
 /// RFC 3339 with milliseconds and the zone's offset, e.g. `2026-11-21T18:34:05.120+08:00`.
 pub fn format_ts(ts: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> String {
-    ts.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string()
+    let mut out = Vec::with_capacity(29);
+    write_ts(&mut out, &ts.to_zoned(tz.clone()));
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The same, appended to a buffer (the writer's hot path: no strftime).
+fn write_ts(out: &mut Vec<u8>, z: &jiff::Zoned) {
+    let off = z.offset().seconds();
+    let sign = if off < 0 { '-' } else { '+' };
+    let off = off.unsigned_abs();
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{sign}{:02}:{:02}",
+        z.year(),
+        z.month(),
+        z.day(),
+        z.hour(),
+        z.minute(),
+        z.second(),
+        z.millisecond(),
+        off / 3600,
+        (off / 60) % 60
+    );
 }
 
 /// The file of a day: `menshen-YYYYMMDD.jsonl`.
@@ -138,78 +164,90 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Entry>) {
+        let always = self.s.sync == SyncMode::Always;
         let mut batch = Vec::with_capacity(BATCH);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Written but not yet fsynced (interval mode).
         let mut dirty = false;
+        // When the records buffered so far must be written (interval mode).
+        let mut write_by: Option<tokio::time::Instant> = None;
         loop {
+            let deadline = write_by.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         break;
                     }
                     for entry in batch.drain(..) {
-                        self.append(entry);
+                        let zoned = entry.ts.to_zoned(self.s.tz.clone());
+                        let date = zoned.date();
+                        if self.day.is_some_and(|d| d != date) {
+                            // The old day's records go to the old day's file, durably.
+                            self.write_retrying(true).await;
+                            self.file = None;
+                        }
+                        self.day = Some(date);
+                        self.append(&entry.event, &zoned);
                     }
-                    // Until the batch is on disk, take no more records: senders back up.
-                    while let Err(e) = self.flush(self.s.sync == SyncMode::Always) {
-                        self.metrics.log_write_errors.inc();
-                        tracing::error!(error = %e, dir = %self.s.dir.display(), "log write failed; retrying in 1 s (new records wait)");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    if always || self.buf.len() >= COALESCE_BYTES {
+                        self.write_retrying(always).await;
+                        dirty = !always;
+                        write_by = None;
+                    } else if write_by.is_none() {
+                        write_by = Some(tokio::time::Instant::now() + COALESCE);
                     }
-                    dirty = self.s.sync == SyncMode::Interval;
+                }
+                _ = tokio::time::sleep_until(deadline), if write_by.is_some() => {
+                    self.write_retrying(false).await;
+                    dirty = true;
+                    write_by = None;
                 }
                 _ = tick.tick(), if dirty => {
-                    if let Some(f) = &self.file {
-                        if let Err(e) = f.sync_data() {
+                    match self.fsync().await {
+                        Ok(()) => dirty = false,
+                        Err(e) => {
                             self.metrics.log_write_errors.inc();
-                            tracing::error!(error = %e, "log fsync failed");
-                            continue;
+                            tracing::error!(error = %e, "log fsync failed; retrying");
                         }
                     }
-                    dirty = false;
                 }
             }
         }
         // Every sender is gone: write what is left and make it durable.
-        let mut tries = 0;
-        while let Err(e) = self.flush(true) {
-            self.metrics.log_write_errors.inc();
-            tries += 1;
-            tracing::error!(error = %e, "final log write failed");
-            if tries >= 5 {
-                tracing::error!(bytes = self.buf.len(), "giving up on the log tail at shutdown");
-                return;
+        for attempt in 1..=5 {
+            match self.write(true).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.metrics.log_write_errors.inc();
+                    tracing::error!(error = %e, attempt, "final log write failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
+        }
+        tracing::error!(bytes = self.buf.len(), "giving up on the log tail at shutdown");
+    }
+
+    /// Write the buffer, retrying every second until it works; meanwhile no record is
+    /// taken from the queue, so senders wait (nothing is dropped).
+    async fn write_retrying(&mut self, sync: bool) {
+        while let Err(e) = self.write(sync).await {
+            self.metrics.log_write_errors.inc();
+            tracing::error!(error = %e, dir = %self.s.dir.display(), "log write failed; retrying in 1 s (new records wait)");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    /// Serialize one record into the buffer, switching files at a day boundary.
-    fn append(&mut self, entry: Entry) {
-        let zoned = entry.ts.to_zoned(self.s.tz.clone());
-        let date = zoned.date();
-        if self.day != Some(date) {
-            // Records of the old day are written to the old file first.
-            if self.day.is_some() && self.flush(true).is_err() {
-                // Stay on the old day's file; the retry loop writes the buffer there.
-                self.metrics.log_write_errors.inc();
-            }
-            self.day = Some(date);
-            self.file = None;
-        }
+    /// Serialize one record into the buffer.
+    fn append(&mut self, event: &Event, zoned: &jiff::Zoned) {
         let start = self.buf.len();
         self.chain.seq += 1;
-        let _ = write!(
-            self.buf,
-            "{{\"seq\":{},\"ts\":\"{}\",\"event\":\"{}\",\"gateway\":",
-            self.chain.seq,
-            zoned.strftime("%Y-%m-%dT%H:%M:%S%.3f%:z"),
-            entry.event.name()
-        );
+        let _ = write!(self.buf, "{{\"seq\":{},\"ts\":\"", self.chain.seq);
+        write_ts(&mut self.buf, zoned);
+        let _ = write!(self.buf, "\",\"event\":\"{}\",\"gateway\":", event.name());
         let _ = serde_json::to_writer(&mut self.buf, &self.s.gateway);
         let fields_at = self.buf.len();
-        if entry.event.write_fields(&mut self.buf).is_err() {
+        if event.write_fields(&mut self.buf).is_err() {
             self.buf.truncate(fields_at);
             self.buf.extend_from_slice(b"{}");
         }
@@ -229,23 +267,31 @@ impl Writer {
         self.metrics.log_records.inc();
     }
 
-    fn flush(&mut self, sync: bool) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        if self.file.is_none() {
-            let day = self.day.unwrap_or_else(|| jiff::Timestamp::now().to_zoned(self.s.tz.clone()).date());
-            let path = self.s.dir.join(file_name(day));
-            self.file = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
-        }
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(&self.buf)?;
-            self.buf.clear();
-            if sync {
-                f.sync_data()?;
+    /// Write the buffer to the day's file; with `sync`, also fsync it.
+    async fn write(&mut self, sync: bool) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            if self.file.is_none() {
+                let day = self.day.unwrap_or_else(|| jiff::Timestamp::now().to_zoned(self.s.tz.clone()).date());
+                let path = self.s.dir.join(file_name(day));
+                self.file = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+            }
+            if let Some(f) = self.file.as_mut() {
+                // A page-cache write: short enough to make here.
+                f.write_all(&self.buf)?;
+                self.buf.clear();
             }
         }
+        if sync {
+            self.fsync().await?;
+        }
         Ok(())
+    }
+
+    /// fsync on a blocking thread: a slow disk must not stall the async workers.
+    async fn fsync(&self) -> std::io::Result<()> {
+        let Some(f) = &self.file else { return Ok(()) };
+        let f = f.try_clone()?;
+        tokio::task::spawn_blocking(move || f.sync_data()).await.map_err(std::io::Error::other)?
     }
 }
 

@@ -25,21 +25,33 @@ use std::time::Instant;
 const HSTS: &str = "max-age=31536000";
 
 /// Headers that describe one hop and never pass a proxy (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Forwarding headers a client might send to pose as someone else: never trusted,
 /// always replaced.
-const CLIENT_FORWARDING: [&str; 6] =
-    ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded", "x-real-ip"];
+const CLIENT_FORWARDING: [HeaderName; 6] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-forwarded-port"),
+    header::FORWARDED,
+    X_REAL_IP,
+];
 
 /// Serves the requests of one connection. Cloned per request (one `Arc`).
 #[derive(Clone)]
@@ -49,6 +61,8 @@ pub struct Handler {
 
 struct Inner {
     record: Arc<ConnRecord>,
+    /// Metric handles looked up once per connection, not per request.
+    metrics: Arc<RequestMetrics>,
     /// The snapshot the connection was admitted under: it keeps its decision.
     policy: Arc<Policy>,
     service: ServiceId,
@@ -56,7 +70,12 @@ struct Inner {
 
 impl Handler {
     pub fn new(record: Arc<ConnRecord>, policy: Arc<Policy>, service: ServiceId) -> Self {
-        Handler { inner: Arc::new(Inner { record, policy, service }) }
+        let m = &record.shared().metrics;
+        let metrics = Arc::new(RequestMetrics {
+            duration: m.http_duration.with_label_values(&[&record.service]),
+            ok: m.http_requests.with_label_values(&[&record.service, "200"]),
+        });
+        Handler { inner: Arc::new(Inner { record, policy, service, metrics }) }
     }
 
     pub async fn handle(self, mut req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
@@ -66,6 +85,7 @@ impl Handler {
         let host = request_host(&req);
         let mut log = RequestLog {
             record: inner.record.clone(),
+            metrics: inner.metrics.clone(),
             method: req.method().as_str().to_owned(),
             host: host.as_ref().map(|h| h.name.clone()).unwrap_or_default(),
             path: req.uri().path().to_owned(),
@@ -112,11 +132,12 @@ impl Handler {
         let src = inner.record.src;
         let h = &mut parts.headers;
         h.insert(header::HOST, host.value);
-        h.insert("x-forwarded-for", ip_header(src));
-        h.insert("x-real-ip", ip_header(src));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let src_value = ip_header(src);
+        h.insert(X_FORWARDED_FOR, src_value.clone());
+        h.insert(X_REAL_IP, src_value);
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         if let Ok(v) = HeaderValue::from_str(&host.name) {
-            h.insert("x-forwarded-host", v.clone());
+            h.insert(X_FORWARDED_HOST, v);
         }
         let forwarded = match src {
             std::net::IpAddr::V4(a) => format!("for={a};proto=https;host={}", host.name),
@@ -166,7 +187,6 @@ impl Handler {
             }
         } else {
             strip_hop_by_hop(resp.headers_mut());
-            resp.headers_mut().remove(header::UPGRADE);
         }
         resp.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static(HSTS));
         log.status = status.as_u16();
@@ -220,20 +240,21 @@ fn wants_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// Remove hop-by-hop headers, including any the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for h in named {
-        headers.remove(h);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for h in named {
+            headers.remove(h);
+        }
     }
     for h in HOP_BY_HOP {
         headers.remove(h);
     }
-    headers.remove(header::UPGRADE);
 }
 
 /// Join the client's and the upstream's upgraded streams until either side ends.
@@ -274,8 +295,15 @@ fn local(status: StatusCode, msg: &'static str, mut log: RequestLog) -> Response
 }
 
 /// What `http.request` needs; written once, when the body ends or is dropped.
+/// The service's request metrics; the common status (200) pre-resolved.
+struct RequestMetrics {
+    duration: prometheus::Histogram,
+    ok: prometheus::IntCounter,
+}
+
 struct RequestLog {
     record: Arc<ConnRecord>,
+    metrics: Arc<RequestMetrics>,
     method: String,
     host: String,
     path: String,
@@ -294,8 +322,12 @@ impl RequestLog {
         let shared = r.shared();
         let elapsed = self.started.elapsed();
         let m = &shared.metrics;
-        m.http_requests.with_label_values(&[&r.service, &self.status.to_string()]).inc();
-        m.http_duration.with_label_values(&[&r.service]).observe(elapsed.as_secs_f64());
+        if self.status == 200 {
+            self.metrics.ok.inc();
+        } else {
+            m.http_requests.with_label_values(&[&r.service, &self.status.to_string()]).inc();
+        }
+        self.metrics.duration.observe(elapsed.as_secs_f64());
         if shared.log_http_requests {
             shared.log.record_detached(Event::HttpRequest(HttpRequest {
                 conn: r.conn,

@@ -93,7 +93,9 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
+            // Enough idle connections for an HTTP/2 client's concurrent streams (100 per
+            // connection, several connections) without reconnecting each time.
+            .pool_max_idle_per_host(512)
             .set_host(false)
             .build(connector);
         Ok(Upstream { scheme, authority, ip, client })

@@ -181,6 +181,19 @@ impl TestGateway {
         }
     }
 
+    /// Poll the log until `n` records satisfy `pred`; panic at the deadline.
+    pub async fn wait_count(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let found: Vec<Value> = self.records().into_iter().filter(|r| pred(r)).collect();
+            if found.len() >= n {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "{} of {n} matching records; log:\n{:#?}", found.len(), self.records());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The `conn.open` record of the connection from `src` (IPv4 text form).
     pub async fn conn_open_from(&self, src: &str) -> Value {
         self.wait_record(|r| r["event"] == "conn.open" && r["src_ip"] == src).await
