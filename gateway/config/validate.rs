@@ -669,6 +669,15 @@ fn validate_accounts(cx: &mut Ctx, raw: &RawConfig, services: &[Service]) -> Vec
             cx.err(format!("{key}.token_sha256"), "must be 64 hex digits (`menshen token` prints one)");
         }
         let hash = hash.unwrap_or([0u8; 32]);
+        if hash == [0u8; 32] && cx.errors.iter().all(|e| e.key != format!("{key}.token_sha256")) {
+            cx.warn(
+                &format!("{key}.token_sha256"),
+                format!(
+                    "is a placeholder: account {:?} cannot log in until you set it (`menshen token --account {}`)",
+                    a.name, a.name
+                ),
+            );
+        }
         if hash != [0u8; 32] && out.iter().any(|o| o.token_sha256 == hash) {
             cx.err(format!("{key}.token_sha256"), "the same token as another account: no shared credentials");
         }
