@@ -484,3 +484,234 @@ async fn the_admin_listener_refuses_other_sources() {
         gw.wait_record(|r| r["event"] == "conn.open" && r["listener"] == "admin" && r["src_ip"] == "127.0.0.3").await;
     assert_eq!((r["action"].as_str(), r["reason"].as_str()), (Some("deny"), Some("not-allowed")));
 }
+
+/// Run the CLI with the admin URL, CA and `token` in its environment.
+fn cli(gw: &TestGateway, token: &str, args: &[&str]) -> (i32, String, String) {
+    let ca = gw.dir.path().join("ca.pem");
+    std::fs::write(&ca, &gw.pki.ca_pem).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .env("MENSHEN_ADMIN_URL", format!("https://localhost:{}", gw.addr("admin").port()))
+        .env("MENSHEN_TOKEN", token)
+        .env("MENSHEN_ADMIN_CA", &ca)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_cli() {
+    let (gw, _up, t) = setup("", "").await;
+    let request = [
+        "window",
+        "request",
+        "--service",
+        "admin-svc",
+        "--source",
+        "127.0.0.2/32",
+        "--duration",
+        "1h",
+        "--reason",
+        "swap the disk",
+        "--json",
+    ];
+    let (code, out, err) = cli(&gw, &t.li, &request);
+    assert_eq!(code, 0, "{err}");
+    let w: Value = serde_json::from_str(&out).expect("--json prints JSON");
+    let id = w["id"].as_str().unwrap().to_string();
+    assert_eq!(w["state"], "requested");
+
+    let (code, _, err) = cli(&gw, &t.li, &["window", "approve", &id]);
+    assert_eq!(code, 1, "refused: exit 1");
+    assert!(err.contains("403") && err.contains("only admins"), "{err}");
+    let (code, out, err) = cli(&gw, &t.chen, &["window", "approve", &id, "--note", "ok for today"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("approver      chen"), "{out}");
+
+    let (code, out, _) = cli(&gw, &t.mei, &["window", "list"]);
+    assert_eq!(code, 0);
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("ID"), "{out}");
+    assert!(out.contains(&id) && out.contains("li") && out.contains("admin-svc"), "{out}");
+    let (code, out, _) = cli(&gw, &t.chen, &["window", "show", &id, "--json"]);
+    assert_eq!(code, 0);
+    let w: Value = serde_json::from_str(&out).unwrap();
+    assert!(w["state"] == "approved" || w["state"] == "active", "{w}");
+
+    let (code, _, err) = cli(
+        &gw,
+        &t.chen,
+        &["window", "request", "--service", "nope", "--source", "127.0.0.2", "--duration", "1h", "--reason", "x"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("services[0]"), "{err}");
+    let (code, _, err) = cli(&gw, "chen.wrong", &["window", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+    // Could not ask: no token, or nothing listening.
+    let out = std::process::Command::new(bin())
+        .args(["window", "list"])
+        .env_remove("MENSHEN_TOKEN")
+        .env_remove("MENSHEN_ADMIN_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(bin())
+        .args(["window", "list", "--url", &format!("https://127.0.0.1:{}", closed_port()), "--token", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
+
+#[test]
+fn menshen_token_prints_a_token_and_its_hash() {
+    let out = std::process::Command::new(bin()).args(["token", "--account", "chen"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text.lines().find_map(|l| l.strip_prefix("token        ")).expect("token line").trim();
+    let hash = text.lines().find_map(|l| l.strip_prefix("token_sha256 = \"")).expect("hash line").trim_end_matches('"');
+    assert!(token.starts_with("chen.") && token.len() == 69, "{token}");
+    assert_eq!(hash, menshen::admin::auth::hex(&menshen::admin::auth::token_hash(token)));
+    let again = std::process::Command::new(bin()).args(["token"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&again.stdout).contains(token));
+}
+
+/// A webhook receiver: answers 500 to the first POST, 200 after; keeps every body.
+async fn start_hook() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let mut seen = seen.lock().unwrap();
+                        seen.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        let status = if seen.len() == 1 { 500 } else { 200 };
+                        let mut resp = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_are_posted_to_the_webhook_with_retries() {
+    let (hook, got) = start_hook().await;
+    let (gw, _up, t) = setup("", &format!("webhook = \"http://{hook}/hook\"")).await;
+    let (_, w) = gw
+        .api(
+            "127.0.0.1",
+            "POST",
+            "/api/v1/windows",
+            &t.li,
+            Some(window_request(&["admin-svc"], &["127.0.0.2/32"], "1h")),
+        )
+        .await;
+    let id = w["id"].as_str().unwrap().to_string();
+    gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/approve"), &t.chen, None).await;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let events: Vec<String> =
+            got.lock().unwrap().iter().map(|v| v["event"].as_str().unwrap_or("").to_string()).collect();
+        let requested = events.iter().filter(|e| *e == "window.requested").count();
+        if requested >= 2
+            && events.iter().any(|e| e == "window.approved")
+            && events.iter().any(|e| e == "window.active")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "webhook got {events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = got.lock().unwrap()[0].clone();
+    assert_eq!(first["window"], id.as_str());
+    assert_eq!(first["identity"], "li");
+    assert_eq!(first["requester"], "li");
+}
+
+/// Start the gateway binary on a minimal config in `dir`; its exit code and stderr
+/// (it is expected to refuse to start).
+fn start_expecting_failure(dir: &std::path::Path) -> (i32, String) {
+    let pki = TestPki::new(&["admin.test"]);
+    std::fs::write(dir.join("gateway.crt"), &pki.cert_pem).unwrap();
+    std::fs::write(dir.join("gateway.key"), &pki.key_pem).unwrap();
+    let cfg = dir.join("menshen.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[[listener]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\nzone = \"wan\"\nkind = \"https\"\n",
+            config_head("")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway started on a bad window store");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn a_damaged_window_store_stops_the_start_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state/windows.sqlite"), vec![0x5a; 8192]).unwrap();
+    let (code, err) = start_expecting_failure(dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("windows.sqlite") && err.contains("not a database"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_locked_window_store_stops_the_start_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    // Another process (here: this test) holds the database exclusively.
+    let db = rusqlite::Connection::open(dir.path().join("state/windows.sqlite")).unwrap();
+    db.execute_batch(
+        "PRAGMA locking_mode = EXCLUSIVE; CREATE TABLE held (x); BEGIN EXCLUSIVE; INSERT INTO held VALUES (1);",
+    )
+    .unwrap();
+    let (code, err) = start_expecting_failure(dir.path());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("windows.sqlite") && err.contains("locked"), "{err}");
+    drop(db);
+}

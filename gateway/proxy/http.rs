@@ -61,6 +61,8 @@ pub struct Handler {
 
 struct Inner {
     record: Arc<ConnRecord>,
+    /// The forwarding headers for this client, made once per connection.
+    forwarding: Forwarding,
     /// Metric handles looked up once per connection, not per request.
     metrics: Arc<RequestMetrics>,
     /// The snapshot the connection was admitted under: it keeps its decision.
@@ -75,7 +77,8 @@ impl Handler {
             duration: m.http_duration.with_label_values(&[&record.service]),
             ok: m.http_requests.with_label_values(&[&record.service, "200"]),
         });
-        Handler { inner: Arc::new(Inner { record, policy, service, metrics }) }
+        let forwarding = Forwarding::new(record.src, &policy.services[service].hosts);
+        Handler { inner: Arc::new(Inner { record, policy, service, metrics, forwarding }) }
     }
 
     pub async fn handle(self, mut req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
@@ -96,7 +99,8 @@ impl Handler {
         };
 
         // Route: the host must be one of this connection's service (chosen by SNI).
-        let Some(host) = host.filter(|h| svc.hosts.contains(&h.name)) else {
+        let Some((host_index, host)) = host.and_then(|h| svc.hosts.iter().position(|s| *s == h.name).map(|i| (i, h)))
+        else {
             return Ok(local(
                 StatusCode::MISDIRECTED_REQUEST,
                 "421 Misdirected Request: this host is not served on this connection\n",
@@ -129,22 +133,15 @@ impl Handler {
         for h in CLIENT_FORWARDING {
             parts.headers.remove(h);
         }
-        let src = inner.record.src;
         let h = &mut parts.headers;
+        let fwd = &inner.forwarding;
         h.insert(header::HOST, host.value);
-        let src_value = ip_header(src);
-        h.insert(X_FORWARDED_FOR, src_value.clone());
-        h.insert(X_REAL_IP, src_value);
+        h.insert(X_FORWARDED_FOR, fwd.src.clone());
+        h.insert(X_REAL_IP, fwd.src.clone());
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        if let Ok(v) = HeaderValue::from_str(&host.name) {
-            h.insert(X_FORWARDED_HOST, v);
-        }
-        let forwarded = match src {
-            std::net::IpAddr::V4(a) => format!("for={a};proto=https;host={}", host.name),
-            std::net::IpAddr::V6(a) => format!("for=\"[{a}]\";proto=https;host={}", host.name),
-        };
-        if let Ok(v) = HeaderValue::from_str(&forwarded) {
-            h.insert(header::FORWARDED, v);
+        if let Some((xfh, forwarded)) = fwd.per_host.get(host_index) {
+            h.insert(X_FORWARDED_HOST, xfh.clone());
+            h.insert(header::FORWARDED, forwarded.clone());
         }
         if let Some(proto) = &upgrade {
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -191,6 +188,36 @@ impl Handler {
         resp.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HeaderValue::from_static(HSTS));
         log.status = status.as_u16();
         Ok(resp.map(|b| RespBody { kind: Kind::Upstream(b), log }))
+    }
+}
+
+/// `X-Forwarded-For` / `X-Real-IP`, and per service host `X-Forwarded-Host` and
+/// `Forwarded`: the real client, never what it claimed.
+struct Forwarding {
+    src: HeaderValue,
+    /// Indexed like the service's `hosts`.
+    per_host: Vec<(HeaderValue, HeaderValue)>,
+}
+
+impl Forwarding {
+    fn new(src: std::net::IpAddr, hosts: &[String]) -> Self {
+        let per_host = hosts
+            .iter()
+            .map(|h| {
+                let forwarded = match src {
+                    std::net::IpAddr::V4(a) => format!("for={a};proto=https;host={h}"),
+                    std::net::IpAddr::V6(a) => format!("for=\"[{a}]\";proto=https;host={h}"),
+                };
+                // Hosts are validated DNS names, so both are valid header values; the
+                // fallback only keeps the indexes aligned with `hosts`.
+                let unknown = || HeaderValue::from_static("unknown");
+                (
+                    HeaderValue::from_str(h).unwrap_or_else(|_| unknown()),
+                    HeaderValue::from_str(&forwarded).unwrap_or_else(|_| unknown()),
+                )
+            })
+            .collect();
+        Forwarding { src: ip_header(src), per_host }
     }
 }
 
