@@ -110,6 +110,6 @@ token_sha256 = "{vhash}"
         ms[ms.len() - 1],
         ms[0]
     );
-    let cut = gw.records().iter().filter(|r| r["close_reason"] == "window-ended").count();
+    let cut = gw.wait_count(WINDOWS, |r| r["close_reason"] == "window-ended").await.len();
     println!("conn.close records with close_reason window-ended: {cut}");
 }
