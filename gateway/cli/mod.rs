@@ -83,7 +83,15 @@ pub fn main() -> ExitCode {
 }
 
 fn with_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // On one core (a small box, or pinned) a single-threaded scheduler does the same
+    // work without cross-thread wake-ups; blocking work still goes to spawn_blocking.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    match builder.enable_all().build() {
         Ok(rt) => rt.block_on(f),
         Err(e) => {
             eprintln!("menshen: cannot start the runtime: {e}");
