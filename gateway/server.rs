@@ -20,8 +20,10 @@ pub enum RunError {
     Config(#[from] config::ConfigErrors),
     #[error("listener {name:?}: cannot listen on {addr}: {source}")]
     Bind { name: String, addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("log directory {dir}: {source}")]
-    Log { dir: String, source: std::io::Error },
+    #[error("{0}")]
+    Log(#[from] crate::audit::writer::OpenError),
+    #[error("{0}")]
+    Key(#[from] crate::audit::chain::KeyError),
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
     #[error("metrics: {0}")]
@@ -41,7 +43,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let Config { gateway, tls: tls_settings, log: log_settings, policy, admin, windows, accounts, .. } = cfg;
+    let Config { gateway, tls: tls_settings, log: log_settings, policy, admin, windows, accounts, digest, .. } = cfg;
     let certified = tls_settings.certified_key.ok_or_else(|| tls::TlsError::Invalid("no certificate loaded".into()))?;
     let server_tls = tls::server_config(tls::CertStore::new(certified), tls_settings.min_version)?;
 
@@ -74,16 +76,33 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     let store: Arc<dyn crate::windows::WindowStore> = Arc::new(crate::windows::SqliteStore::open(&gateway.state_dir)?);
 
     let metrics = Arc::new(Metrics::new()?);
+    let key = crate::audit::chain::SigningKey::load_or_create(&gateway.state_dir)?;
+    let syslog = match &log_settings.syslog {
+        Some(target) => {
+            let roots = tls::upstream_roots(None)?;
+            Some(crate::audit::syslog::Sender::start(
+                target.clone(),
+                &gateway.name,
+                tls::upstream_client_config(roots)?,
+            ))
+        }
+        None => None,
+    };
     let (log, writer) = AuditLog::start(
         WriterSettings {
             dir: log_settings.dir.clone(),
             gateway: gateway.name.clone(),
             tz: gateway.timezone.clone(),
             sync: log_settings.sync,
+            max_file: log_settings.max_file,
+            max_disk: log_settings.max_disk,
+            on_full: log_settings.on_full,
+            retention_days: log_settings.retention_days,
+            key,
+            syslog,
         },
         metrics.clone(),
-    )
-    .map_err(|source| RunError::Log { dir: log_settings.dir.display().to_string(), source })?;
+    )?;
 
     let shared = Shared::new(
         policy,
@@ -121,6 +140,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     log.record(Event::GatewayStart(GatewayStart {
         version: env!("CARGO_PKG_VERSION"),
         config: config_path.display().to_string(),
+        config_digest: digest.clone(),
         listeners: described,
         pid: std::process::id(),
     }))
@@ -167,8 +187,13 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     timer_stop.cancel();
     let _ = timer.await;
     drop(manager);
-    log.record(Event::GatewayStop(GatewayStop { version: env!("CARGO_PKG_VERSION"), reason, cut_connections: cut }))
-        .await;
+    log.record(Event::GatewayStop(GatewayStop {
+        version: env!("CARGO_PKG_VERSION"),
+        config_digest: digest,
+        reason,
+        cut_connections: cut,
+    }))
+    .await;
     drop(shared);
     drop(log);
     if tokio::time::timeout(Duration::from_secs(10), writer).await.is_err() {

@@ -141,7 +141,9 @@ async fn allowed_and_denied_sources_leave_complete_records() {
 
     // The chain: seq increases by one and each prev is the previous hash.
     let all = gw.records();
-    assert_eq!(all[0]["event"], "gateway.start");
+    // A file opens with its header; the gateway's first own record follows.
+    assert_eq!(all[0]["event"], "log.header");
+    assert_eq!(all[1]["event"], "gateway.start");
     for w in all.windows(2) {
         assert_eq!(w[1]["seq"].as_u64().unwrap(), w[0]["seq"].as_u64().unwrap() + 1);
         assert_eq!(w[1]["prev"], w[0]["hash"]);
@@ -409,10 +411,11 @@ async fn sigterm_drains_an_in_flight_request() {
     let req = all.iter().find(|r| r["event"] == "http.request" && r["path"] == "/slow").expect("request logged");
     assert_eq!(req["status"], 200);
     assert!(all.iter().any(|r| r["event"] == "conn.close"));
-    let last = all.last().unwrap();
-    assert_eq!(last["event"], "gateway.stop");
-    assert_eq!(last["cut_connections"], 0);
-    let _ = Duration::ZERO;
+    // The stop is the last event; a signed checkpoint closes the file after it.
+    assert_eq!(all.last().unwrap()["event"], "log.checkpoint");
+    let stop = &all[all.len() - 2];
+    assert_eq!(stop["event"], "gateway.stop");
+    assert_eq!(stop["cut_connections"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,6 +619,7 @@ async fn sigterm_right_after_start_still_stops_cleanly() {
         gw.signal("TERM");
         assert_eq!(gw.wait_exit(), 0);
         let all = gw.records();
-        assert_eq!(all.last().map(|r| r["event"].clone()), Some("gateway.stop".into()), "{all:?}");
+        let events: Vec<&str> = all.iter().rev().take(2).map(|r| r["event"].as_str().unwrap_or("")).collect();
+        assert_eq!(events, ["log.checkpoint", "gateway.stop"], "{all:?}");
     }
 }

@@ -198,7 +198,7 @@ where
             let body = read_json::<CreateWindow, B>(req).await?;
             create(state, account, &actor, body).await
         }
-        (Method::GET, ["windows", id]) => show(state, account, id).await,
+        (Method::GET, ["windows", id]) => show(state, account, &actor, id).await,
         (Method::POST, ["windows", id, verb]) => {
             let action = match *verb {
                 "approve" => Action::Approve,
@@ -340,7 +340,7 @@ async fn list(state: &AdminState, account: &Account, query: &str) -> Result<ApiR
     Ok(json(StatusCode::OK, &views))
 }
 
-async fn show(state: &AdminState, account: &Account, id: &str) -> Result<ApiResponse, ApiError> {
+async fn show(state: &AdminState, account: &Account, actor: &Actor, id: &str) -> Result<ApiResponse, ApiError> {
     let w = state
         .windows
         .get(id)
@@ -348,6 +348,11 @@ async fn show(state: &AdminState, account: &Account, id: &str) -> Result<ApiResp
         .filter(|w| account.role != Role::Vendor || w.requester == account.name)
         .ok_or_else(|| ApiError::not_found(format!("no window {id}")))?;
     let mut view = WindowView::new(&w, &state.tz);
+    // Reading the log through the API is itself an audit event (HL-1.4(8)1).
+    if let Some(src_ip) = actor.src {
+        let what = format!("window {} activity", w.id);
+        state.log.record(Event::LogRead(crate::audit::LogRead { identity: actor.name.clone(), src_ip, what })).await;
+    }
     let (dir, tz, wid) = (state.log_dir.clone(), state.tz.clone(), w.id.clone());
     let summary = tokio::task::spawn_blocking(move || activity::summarize(&dir, &wid, w.start, w.end, &tz)).await;
     match summary {

@@ -16,6 +16,14 @@ pub enum Event {
     Window(WindowEvent),
     AuthFailed(AuthFailed),
     Lockout(Lockout),
+    LogRead(LogRead),
+    Header(Header),
+    Checkpoint(Checkpoint),
+    Recovery(Recovery),
+    Prune(Prune),
+    Capacity(Capacity),
+    WriteRecovered(WriteRecovered),
+    SyslogGap(SyslogGap),
 }
 
 impl Event {
@@ -29,6 +37,14 @@ impl Event {
             Event::Window(w) => w.event,
             Event::AuthFailed(_) => "admin.auth_failed",
             Event::Lockout(_) => "admin.lockout",
+            Event::LogRead(_) => "admin.log_read",
+            Event::Header(_) => "log.header",
+            Event::Checkpoint(_) => "log.checkpoint",
+            Event::Recovery(_) => "log.recovery",
+            Event::Prune(_) => "log.prune",
+            Event::Capacity(c) => c.event,
+            Event::WriteRecovered(_) => "log.write_recovered",
+            Event::SyslogGap(_) => "log.syslog_gap",
         }
     }
 
@@ -42,6 +58,14 @@ impl Event {
             Event::Window(e) => serde_json::to_writer(out, e),
             Event::AuthFailed(e) => serde_json::to_writer(out, e),
             Event::Lockout(e) => serde_json::to_writer(out, e),
+            Event::LogRead(e) => serde_json::to_writer(out, e),
+            Event::Header(e) => serde_json::to_writer(out, e),
+            Event::Checkpoint(e) => serde_json::to_writer(out, e),
+            Event::Recovery(e) => serde_json::to_writer(out, e),
+            Event::Prune(e) => serde_json::to_writer(out, e),
+            Event::Capacity(e) => serde_json::to_writer(out, e),
+            Event::WriteRecovered(e) => serde_json::to_writer(out, e),
+            Event::SyslogGap(e) => serde_json::to_writer(out, e),
         }
     }
 }
@@ -107,6 +131,8 @@ pub struct HttpRequest {
 pub struct GatewayStart {
     pub version: &'static str,
     pub config: String,
+    /// BLAKE3 of the config file as read.
+    pub config_digest: String,
     pub listeners: Vec<String>,
     pub pid: u32,
 }
@@ -114,6 +140,7 @@ pub struct GatewayStart {
 #[derive(Debug, Clone, Serialize)]
 pub struct GatewayStop {
     pub version: &'static str,
+    pub config_digest: String,
     pub reason: &'static str,
     /// Connections still open when the drain deadline passed (cut).
     pub cut_connections: u64,
@@ -199,4 +226,79 @@ pub struct Lockout {
     /// `account` or `source`: what is locked.
     pub locked: &'static str,
     pub until: String,
+}
+
+/// An admin read the log through the API (HL-1.4(8)1: access to sensitive data).
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRead {
+    pub identity: String,
+    pub src_ip: IpAddr,
+    /// What was read, e.g. `window w-3f9a1c2b7d activity`.
+    pub what: String,
+}
+
+/// The first record of every file: the key that signs the checkpoints, and the file
+/// before it (whose last hash this record's `prev` is).
+#[derive(Debug, Clone, Serialize)]
+pub struct Header {
+    pub file: String,
+    pub previous_file: Option<String>,
+    pub pubkey: String,
+    pub version: &'static str,
+}
+
+/// A signature over the chain head: the hash of the record just before this one.
+/// Written at each rotation, every 10,000 records, every 60 s and at stop.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checkpoint {
+    pub signed_seq: u64,
+    pub signed_hash: String,
+    pub sig: String,
+}
+
+/// Written at start after a crash: the torn end of the last file (a record cut short)
+/// was removed; its length and BLAKE3 say exactly what.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub file: String,
+    pub torn_bytes: u64,
+    pub torn_blake3: String,
+}
+
+/// Files removed by retention or by `on_full = "overwrite-oldest"`; `last_hash` is the
+/// hash their last record had, which the next remaining file's header links to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prune {
+    pub reason: &'static str,
+    pub files: Vec<String>,
+    pub last_seq: u64,
+    pub last_hash: String,
+}
+
+/// `log.capacity_warning` (70 % of `max_disk`, DH-1.13.7), `log.full` (100 %) and
+/// `log.capacity_ok` (back under).
+#[derive(Debug, Clone, Serialize)]
+pub struct Capacity {
+    #[serde(skip)]
+    pub event: &'static str,
+    pub usage_bytes: u64,
+    pub max_disk: u64,
+    pub ratio: f64,
+    pub on_full: &'static str,
+}
+
+/// Writing failed for a while and works again.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteRecovered {
+    pub error: String,
+    pub failed_ms: u64,
+    pub refused_connections: u64,
+}
+
+/// Records the syslog copy lost (its buffer overflowed while the collector was away).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyslogGap {
+    pub dropped: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }

@@ -16,6 +16,19 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+pub enum LogCmd {
+    /// Check the hash chain and signatures of a log directory. Exit 0 intact,
+    /// 1 tampered or missing (names the first bad file and line), 2 unreadable.
+    Verify {
+        dir: PathBuf,
+        /// The gateway's log signing key (hex, or a file holding it), as `menshen check`
+        /// prints it. Without it the key is taken from the log itself.
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum Command {
     /// Serve. SIGTERM/SIGINT drain in-flight requests, flush the log, and exit.
     Run {
@@ -40,6 +53,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: window::WindowCmd,
     },
+    /// The log: `menshen log verify DIR`.
+    Log {
+        #[command(subcommand)]
+        cmd: LogCmd,
+    },
     /// A plain-HTTP upstream that echoes what it receives (for the quickstart).
     DemoUpstream {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -56,6 +74,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => summary::check(&config),
         Command::Token { account } => window::token(account),
+        Command::Log { cmd: LogCmd::Verify { dir, pubkey } } => verify(&dir, pubkey.as_deref()),
         Command::Window { conn, cmd } => with_runtime(window::run(conn, cmd)),
         Command::Run { config } => with_runtime(async move {
             match crate::server::run(&config).await {
@@ -96,6 +115,57 @@ fn with_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
         Err(e) => {
             eprintln!("menshen: cannot start the runtime: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify(dir: &std::path::Path, pubkey: Option<&str>) -> ExitCode {
+    let key = match pubkey {
+        None => None,
+        Some(k) if k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()) => Some(k.to_string()),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) => {
+                eprintln!("menshen: --pubkey {path:?} is neither 64 hex digits nor a readable file: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let started = std::time::Instant::now();
+    match crate::audit::verify::verify(dir, key.as_deref()) {
+        Ok(r) => {
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "log OK: {} records in {} files ({:.0} records/s)",
+                r.records,
+                r.files,
+                r.records as f64 / secs.max(1e-9)
+            );
+            match r.last_signed_seq {
+                Some(s) => println!(
+                    "signed: {} checkpoints, the last at seq {s}; {} record(s) after it are chained, not yet signed",
+                    r.checkpoints, r.unsigned_tail
+                ),
+                None => {
+                    println!("signed: no checkpoint yet; {} record(s) are chained, not yet signed", r.unsigned_tail)
+                }
+            }
+            if r.prunes > 0 || r.recoveries > 0 {
+                println!("prune records: {}; crash recoveries: {}", r.prunes, r.recoveries);
+            }
+            println!("key: {}", r.pubkey);
+            if r.pubkey_from_log {
+                println!("note: the key was taken from the log itself; pass --pubkey (from `menshen check`) to rule out a complete rewrite");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ crate::audit::verify::Failure::Tampered { .. }) => {
+            println!("TAMPERED: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("menshen: {e}");
+            ExitCode::from(2)
         }
     }
 }

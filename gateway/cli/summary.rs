@@ -51,6 +51,9 @@ pub fn summarize(cfg: &Config) -> String {
         if l.on_full == OnFull::Refuse { "refuse connections" } else { "overwrite oldest" },
         if l.http_requests { "on" } else { "off" }
     );
+    let key = crate::audit::chain::existing_public_key(&g.state_dir)
+        .unwrap_or_else(|| "(created at first run in state_dir/log-signing.key)".into());
+    let _ = writeln!(o, "log key   {key}  (menshen log verify DIR --pubkey <this>)");
     let t = &cfg.tls;
     let min = match t.min_version {
         crate::tls::MinVersion::Tls12 => "1.2",

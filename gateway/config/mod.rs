@@ -22,6 +22,8 @@ use std::time::Duration;
 pub struct Config {
     /// The file it was read from.
     pub path: PathBuf,
+    /// BLAKE3 of the file as read: in gateway.start/stop, so a log shows which config ran.
+    pub digest: String,
     pub gateway: GatewaySettings,
     pub tls: TlsSettings,
     pub log: LogSettings,
@@ -77,6 +79,7 @@ pub struct LogSettings {
     pub sync: SyncMode,
     pub on_full: OnFull,
     pub http_requests: bool,
+    pub syslog: Option<crate::audit::syslog::Target>,
 }
 
 pub struct AdminSettings {
@@ -184,7 +187,9 @@ pub fn load(path: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let raw = parse(&file, &text)?;
-    validate::validate(raw, path, &base, mode)
+    let mut cfg = validate::validate(raw, path, &base, mode)?;
+    cfg.digest = blake3::hash(text.as_bytes()).to_hex().to_string();
+    Ok(cfg)
 }
 
 /// Parse TOML into the raw structs; a serde error names the key path and line.

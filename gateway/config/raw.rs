@@ -113,6 +113,8 @@ pub struct RawLog {
     pub sync: Option<String>,
     pub on_full: Option<String>,
     pub http_requests: Option<bool>,
+    /// `tcp://host:port` or `tls://host:port`: an RFC 5424 copy of every record.
+    pub syslog: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

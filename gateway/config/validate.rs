@@ -279,7 +279,18 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
         return Err(ConfigErrors(cx.errors));
     }
     let policy = Policy::new(zones, listeners, services, blocked, &rules);
-    Ok(Config { path: path.to_path_buf(), gateway, tls, log, policy, admin, windows, accounts, warnings: cx.warnings })
+    Ok(Config {
+        path: path.to_path_buf(),
+        digest: String::new(),
+        gateway,
+        tls,
+        log,
+        policy,
+        admin,
+        windows,
+        accounts,
+        warnings: cx.warnings,
+    })
 }
 
 fn names(zones: &[Zone]) -> String {
@@ -390,6 +401,14 @@ fn validate_log(cx: &mut Ctx, raw: &RawConfig) -> LogSettings {
         sync,
         on_full,
         http_requests: l.http_requests.unwrap_or(true),
+        syslog: match l.syslog.as_deref().map(crate::audit::syslog::Target::parse) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                cx.err("log.syslog", e);
+                None
+            }
+        },
     }
 }
 

@@ -205,7 +205,15 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId,
     };
     let zone_from = policy.listeners[lid].zone;
 
-    // Phase admit: a blocked source is refused before a byte is read.
+    // Phase admit: no unlogged traffic. While the log cannot take records (full, or
+    // failing, with on_full = refuse) new connections are refused, counted in metrics
+    // only: there is nowhere to write their record.
+    if shared.log.refuses_connections() {
+        let name = &policy.listeners[lid].name;
+        shared.metrics.connections.with_label_values(&[name, "", "deny", Reason::LogFull.as_str()]).inc();
+        return;
+    }
+    // A blocked source is refused before a byte is read.
     if policy.blocked.contains(peer.src) {
         let hello = Hello { proto: "tcp", ..Hello::default() };
         return record_open(&shared, &policy, lid, &peer, &hello, &Decision::deny(zone_from, Reason::Blocked)).await;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub windows: IntGaugeVec,
     /// Connections cut because the window they rode ended, was revoked or denied.
     pub window_cuts: IntCounter,
+    /// All log files together over `max_disk`.
+    pub log_disk_usage: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -76,6 +78,11 @@ impl Metrics {
             build_info: gauge_vec("build_info", "Always 1; the version as a label.", &["version"])?,
             windows: gauge_vec("windows", "Access windows by state.", &["state"])?,
             window_cuts: counter("window_cuts_total", "Connections cut at the end of their window.")?,
+            log_disk_usage: {
+                let g = prometheus::Gauge::new("log_disk_usage_ratio", "All log files together over log.max_disk.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             registry,
         };
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);

@@ -98,8 +98,17 @@ impl TestGateway {
     }
 
     /// Start with extra files written into the gateway's directory first.
+    /// Start in a directory the test prepared (e.g. with a mount at `log`).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> TestGateway {
+        let pki = Arc::new(TestPki::new(&["admin.test", "nas.test", "localhost"]));
+        Self::start_files_in(dir, config, pki, &[])
+    }
+
     pub fn start_with_files(config: &str, pki: Arc<TestPki>, files: &[(&str, &str)]) -> TestGateway {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_files_in(tempfile::tempdir().expect("tempdir"), config, pki, files)
+    }
+
+    fn start_files_in(dir: tempfile::TempDir, config: &str, pki: Arc<TestPki>, files: &[(&str, &str)]) -> TestGateway {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write file");
         }
@@ -117,6 +126,16 @@ impl TestGateway {
     pub fn restart(&mut self) {
         self.signal("TERM");
         assert_eq!(self.wait_exit(), 0);
+        let cfg = self.dir.path().join("menshen.toml");
+        let config = std::fs::read_to_string(&cfg).expect("config");
+        let (child, addrs) = spawn(&cfg, &config, &self.stderr);
+        self.child = Some(child);
+        self.addrs = addrs;
+    }
+
+    /// Start again after the process died (SIGKILL): same directory, new ports.
+    pub fn restart_after_crash(&mut self) {
+        assert!(self.child.is_none(), "still running");
         let cfg = self.dir.path().join("menshen.toml");
         let config = std::fs::read_to_string(&cfg).expect("config");
         let (child, addrs) = spawn(&cfg, &config, &self.stderr);
