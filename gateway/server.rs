@@ -72,6 +72,14 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         }
         None => None,
     };
+    let metrics_sock = match gateway.metrics_bind {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| RunError::Bind {
+            name: "metrics".into(),
+            addr,
+            source,
+        })?),
+        None => None,
+    };
     // The window store: a damaged or locked database stops the start, with its path.
     let store: Arc<dyn crate::windows::WindowStore> = Arc::new(crate::windows::SqliteStore::open(&gateway.state_dir)?);
 
@@ -129,6 +137,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         log.clone(),
         notifier,
         windows.allow_self_approval,
+        Some(shared.metrics.clone()),
     )
     .await?;
     let timer_stop = tokio_util::sync::CancellationToken::new();
@@ -145,7 +154,20 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         pid: std::process::id(),
     }))
     .await;
+    shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
+    shared.metrics.config_last_reload_success.set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
+    if crate::metrics::clock::synchronized() == Some(false) {
+        tracing::warn!("the clock is not NTP-synchronized: log times may drift (DH-1.17.3)");
+        let note = "the kernel does not report the clock as synchronized; log times may drift";
+        log.record(Event::ClockUnsynchronized(crate::audit::ClockUnsynchronized { note })).await;
+    }
     let mut loops = Vec::new();
+    if let Some(sock) = metrics_sock {
+        if let Ok(addr) = sock.local_addr() {
+            println!("menshen: listener metrics on {addr}");
+        }
+        loops.push(tokio::spawn(crate::metrics::http::serve(sock, shared.metrics.clone(), shared.draining.clone())));
+    }
     for (id, name, addr, sock) in bound {
         // Tests and scripts read this line to learn ephemeral ports.
         println!("menshen: listener {name} on {addr}");

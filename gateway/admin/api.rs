@@ -121,17 +121,7 @@ where
 }
 
 async fn metrics(state: &AdminState) -> ApiResponse {
-    match state.windows.counts().await {
-        Ok(counts) => {
-            for s in State::ALL {
-                let n = counts.get(&s).copied().unwrap_or(0);
-                state.metrics.windows.with_label_values(&[s.as_str()]).set(i64::try_from(n).unwrap_or(i64::MAX));
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot count windows for /metrics"),
-    }
-    let encoder = prometheus::TextEncoder::new();
-    let body = encoder.encode_to_string(&state.metrics.registry.gather()).unwrap_or_default();
+    let body = crate::metrics::http::render(&state.metrics);
     text(body, "text/plain; version=0.0.4; charset=utf-8")
 }
 
@@ -173,6 +163,7 @@ where
                 Subject::Source(_) => (claimed.map(str::to_string), "source"),
             };
             tracing::warn!(subject = %subject.describe(), "admin lockout");
+            state.metrics.admin_lockouts.inc();
             state
                 .log
                 .record(Event::Lockout(LockoutRecord {

@@ -24,6 +24,7 @@ pub enum Event {
     Capacity(Capacity),
     WriteRecovered(WriteRecovered),
     SyslogGap(SyslogGap),
+    ClockUnsynchronized(ClockUnsynchronized),
 }
 
 impl Event {
@@ -45,6 +46,7 @@ impl Event {
             Event::Capacity(c) => c.event,
             Event::WriteRecovered(_) => "log.write_recovered",
             Event::SyslogGap(_) => "log.syslog_gap",
+            Event::ClockUnsynchronized(_) => "clock.unsynchronized",
         }
     }
 
@@ -66,6 +68,7 @@ impl Event {
             Event::Capacity(e) => serde_json::to_writer(out, e),
             Event::WriteRecovered(e) => serde_json::to_writer(out, e),
             Event::SyslogGap(e) => serde_json::to_writer(out, e),
+            Event::ClockUnsynchronized(e) => serde_json::to_writer(out, e),
         }
     }
 }
@@ -301,4 +304,11 @@ pub struct SyslogGap {
     pub dropped: u64,
     pub first_seq: u64,
     pub last_seq: u64,
+}
+
+/// At start: the kernel does not report the clock as NTP-synchronized, so the times in
+/// this log may drift (DH-1.17.3).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClockUnsynchronized {
+    pub note: &'static str,
 }

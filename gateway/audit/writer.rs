@@ -452,13 +452,32 @@ impl Writer {
             if let Some(e) = self.open_pending() {
                 return Err(e);
             }
-            let Some((_, f)) = self.file.as_mut() else {
+            let Some((_, f)) = self.file.as_ref() else {
                 return Err(std::io::Error::other("no log file is open"));
             };
-            // A page-cache write: short enough to make here.
-            f.write_all(&self.buf)?;
-            self.total += self.buf.len() as u64;
-            self.buf.clear();
+            // On a blocking thread: under disk pressure even a page-cache write can
+            // stall, and on one core that would stall every connection.
+            let mut f = f.try_clone()?;
+            let buf = std::mem::take(&mut self.buf);
+            let write = move || {
+                // A failed write may have written part of the batch: cut the file back
+                // to where the batch began, so the retry writes it whole, once. (If even
+                // that fails, verify reports the seam; nothing is lost silently.)
+                let before = f.metadata().map(|m| m.len());
+                let result = f.write_all(&buf);
+                if let (Err(_), Ok(len)) = (&result, before) {
+                    let _ = f.set_len(len);
+                }
+                (result, buf)
+            };
+            let (result, mut buf) = tokio::task::spawn_blocking(write).await.map_err(std::io::Error::other)?;
+            if let Err(e) = result {
+                self.buf = buf;
+                return Err(e);
+            }
+            self.total += buf.len() as u64;
+            buf.clear();
+            self.buf = buf;
             self.capacity();
         }
         if sync {

@@ -44,6 +44,8 @@ pub struct GatewaySettings {
     pub state_dir: PathBuf,
     /// How long a graceful stop waits for in-flight requests before cutting them.
     pub drain_timeout: Duration,
+    /// Plain-HTTP `/metrics` on a loopback address, if asked for.
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 pub struct TlsSettings {

@@ -80,6 +80,8 @@ pub struct RawGateway {
     pub state_dir: String,
     /// How long a graceful stop waits for in-flight requests.
     pub drain_timeout: Option<String>,
+    /// Plain-HTTP `/metrics` for a Prometheus on this host (loopback addresses only).
+    pub metrics_bind: Option<String>,
 }
 
 fn default_timezone() -> String {

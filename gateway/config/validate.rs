@@ -133,6 +133,21 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
             raw.gateway.drain_timeout.as_deref(),
             Duration::from_secs(30),
         ),
+        metrics_bind: match raw.gateway.metrics_bind.as_deref().map(str::parse::<SocketAddr>) {
+            None => None,
+            Some(Ok(a)) if a.ip().is_loopback() => Some(a),
+            Some(Ok(a)) => {
+                cx.err(
+                    "gateway.metrics_bind",
+                    format!("{a}: plaintext metrics only on a loopback address (use the admin listener's TLS /metrics from elsewhere)"),
+                );
+                None
+            }
+            Some(Err(_)) => {
+                cx.err("gateway.metrics_bind", "is not an address:port (e.g. \"127.0.0.1:9464\")");
+                None
+            }
+        },
     };
 
     // [tls]

@@ -2,7 +2,10 @@
 //! Label values come from bounded sets only (listener and service names from the config,
 //! enum reasons, status codes): never a client address, path or raw host.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+pub mod clock;
+pub mod http;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -23,9 +26,21 @@ pub struct Metrics {
     pub window_cuts: IntCounter,
     /// All log files together over `max_disk`.
     pub log_disk_usage: prometheus::Gauge,
+    /// Admin accounts or sources locked out after failed logins.
+    pub admin_lockouts: IntCounter,
+    /// Config loads by result (`ok`, `error`); the start counts as the first `ok`.
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: prometheus::Gauge,
+    /// 1 when the kernel says the clock is NTP-synchronized, else 0 (DH-1.17.3).
+    pub clock_synchronized: IntGauge,
 }
 
 impl Metrics {
+    /// Read the clock state again (on each scrape).
+    pub fn refresh_clock(&self) {
+        self.clock_synchronized.set(i64::from(clock::synchronized().unwrap_or(false)));
+    }
+
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("menshen".into()), None)?;
         let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
@@ -83,9 +98,28 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            admin_lockouts: counter("admin_lockouts_total", "Admin accounts or sources locked out.")?,
+            config_reloads: counter_vec("config_reloads_total", "Config loads, by result.", &["result"])?,
+            config_last_reload_success: {
+                let g = prometheus::Gauge::new(
+                    "config_last_reload_success_timestamp_seconds",
+                    "When the running config was loaded (Unix time).",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            clock_synchronized: {
+                let g = IntGauge::new("clock_synchronized", "1 if the kernel reports the clock NTP-synchronized.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             registry,
         };
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
         m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.refresh_clock();
         Ok(m)
     }
 }

@@ -60,6 +60,8 @@ pub struct WindowManager {
     log: AuditLog,
     notifier: Option<Notifier>,
     allow_self: bool,
+    /// `menshen_windows{state}` is kept current from here.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Windows not yet final, by id. The lock also serializes every change.
     live: Mutex<HashMap<String, Live>>,
     wake: Notify,
@@ -82,6 +84,7 @@ impl WindowManager {
         log: AuditLog,
         notifier: Option<Notifier>,
         allow_self: bool,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Arc<Self>, ManagerError> {
         let open = blocking(&store, |s| s.list(&[State::Requested, State::Approved, State::Active])).await?;
         let live =
@@ -92,6 +95,7 @@ impl WindowManager {
             log,
             notifier,
             allow_self,
+            metrics,
             live: Mutex::new(live),
             wake: Notify::new(),
         });
@@ -99,7 +103,22 @@ impl WindowManager {
         // Windows that were already open need no transition, but the fresh snapshot
         // does not know them yet.
         m.publish(&mut *m.live.lock().await);
+        m.update_gauge().await;
         Ok(m)
+    }
+
+    /// Keep `menshen_windows{state}` current (at start and after every change).
+    async fn update_gauge(&self) {
+        let Some(m) = &self.metrics else { return };
+        match self.counts().await {
+            Ok(counts) => {
+                for s in State::ALL {
+                    let n = counts.get(&s).copied().unwrap_or(0);
+                    m.windows.with_label_values(&[s.as_str()]).set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count windows for menshen_windows"),
+        }
     }
 
     /// The timer: run until `stop` is cancelled.
@@ -255,6 +274,7 @@ impl WindowManager {
 
     /// The `window.<event>` record and the webhook notice.
     async fn announce(&self, event: &str, w: &Window, actor: &Actor, note: Option<&str>) {
+        self.update_gauge().await;
         let record = WindowEvent::from_window(event, w, &actor.name, actor.src, note, &self.log);
         if let Some(n) = &self.notifier {
             n.send(&record);

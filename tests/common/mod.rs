@@ -269,7 +269,9 @@ fn spawn(cfg: &Path, config: &str, stderr: &Path) -> (Child, Vec<(String, Socket
         .expect("start gateway");
     // The gateway prints one line per listener once bound; read them with a deadline.
     let stdout = child.stdout.take().expect("stdout");
-    let expected = config.matches("[[listener]]").count() + config.matches("\n[admin]").count();
+    let expected = config.matches("[[listener]]").count()
+        + config.matches("\n[admin]").count()
+        + config.matches("\nmetrics_bind").count();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
