@@ -248,3 +248,11 @@ fn school_example_checks() {
     assert!(stdout.contains("wan -> lan: window"), "{stdout}");
     assert!(stdout.contains("only through an active window"), "{stdout}");
 }
+
+#[test]
+fn numeric_host_forms_are_refused() {
+    for url in ["https://3232235796:443", "https://0xC0A80114:443", "http://0300.0250.1.20:80"] {
+        let c = check(&GOOD.replace("https://192.168.1.20:443", url));
+        assert_error(&c, "service[0].upstream", "numeric address");
+    }
+}

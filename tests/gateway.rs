@@ -623,3 +623,20 @@ async fn sigterm_right_after_start_still_stops_cleanly() {
         assert_eq!(events, ["log.checkpoint", "gateway.stop"], "{all:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_upgrades_pass() {
+    // An h2c upgrade would become a raw tunnel past the Host check and the request log:
+    // its Upgrade header is dropped and the request is proxied as plain HTTP/1.1.
+    let (gw, _up) = gateway("127.0.0.1:0", "").await;
+    let tls = gw.client().connect(gw.addr("https"), ip("127.0.0.2"), "admin.test", false).await.expect("tls");
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    wr.write_all(b"GET /h2c HTTP/1.1\r\nHost: admin.test\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let echo: Value = serde_json::from_str(body.trim()).expect("echo");
+    assert!(echo["headers"].get("upgrade").is_none() && echo["headers"].get("http2-settings").is_none(), "{echo}");
+}

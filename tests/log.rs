@@ -268,6 +268,27 @@ async fn every_kind_of_tampering_is_found_where_it_is() {
     };
     case("renamed file", &|d| std::fs::rename(d.join(&last), d.join(&moved)).unwrap(), &moved, Some(1), "renamed");
 
+    // Old files deleted and "explained" by a forged, unsigned prune record.
+    let copy = copy_dir(&dir);
+    std::fs::remove_file(copy.path().join(name(0))).unwrap();
+    let last_file = log_files(copy.path()).pop().unwrap();
+    let mut ls = lines(&last_file);
+    let first_header: Value = serde_json::from_str(&lines(&copy.path().join(&f1))[0]).unwrap();
+    let tail: Value = serde_json::from_str(ls.last().unwrap()).unwrap();
+    let forged = format!(
+        "{{\"seq\":{},\"ts\":\"{}\",\"event\":\"log.prune\",\"gateway\":\"test-gw\",\"reason\":\"retention\",\"files\":[\"{}\"],\"last_seq\":1,\"last_hash\":\"{}\",\"prev\":\"x\"}}",
+        tail["seq"].as_u64().unwrap() + 1,
+        tail["ts"].as_str().unwrap(),
+        name(0),
+        first_header["prev"].as_str().unwrap()
+    );
+    let (forged, _) = rehash(&forged, tail["hash"].as_str().unwrap());
+    ls.push(forged);
+    write_lines(&last_file, &ls);
+    let v = verify(copy.path(), Some(&key));
+    assert_eq!(v.code, 1, "a forged prune was accepted:\n{}", v.out);
+    assert!(v.out.contains("not covered by a signed checkpoint"), "{}", v.out);
+
     // The wrong key is refused outright.
     let other = "11".repeat(32);
     let v = verify(&dir, Some(&other));
@@ -345,7 +366,12 @@ async fn retention_prunes_old_files_with_a_record() {
     let prune = gw.wait_record(|r| r["event"] == "log.prune").await;
     assert_eq!(prune["reason"], "retention");
     assert_eq!(prune["files"], serde_json::json!([old_name]));
-    assert!(!gw.log_dir().join(&old_name).exists());
+    // The record is made durable first, then the file goes.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while gw.log_dir().join(&old_name).exists() {
+        assert!(std::time::Instant::now() < deadline, "the pruned file is still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     gw.signal("TERM");
     assert_eq!(gw.wait_exit(), 0);
     let v = verify(&gw.log_dir(), Some(&pubkey_of(&gw)));
@@ -543,4 +569,26 @@ async fn syslog_copy_reaches_a_real_rsyslog() {
         assert!(std::time::Instant::now() < deadline, "rsyslog received:\n{got}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_oldest_on_a_truly_full_disk_goes_on() {
+    let up = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let logdir = dir.path().join("log");
+    if tmpfs(&logdir, "160k").is_none() {
+        return;
+    }
+    let _guard = Unmount(logdir.clone());
+    // max_disk far above the disk: the disk fills (ENOSPC), rotation included.
+    let mut gw = TestGateway::start_in(dir, &config(up.addr, "max_file = \"16KiB\"\non_full = \"overwrite-oldest\""));
+    for i in 0..300 {
+        let r = gw.client().get(gw.addr("https"), "127.0.0.2", "nas.test").path(&format!("/{i}")).send().await;
+        assert_eq!(r.expect("served while the oldest files make room").status, 200);
+    }
+    gw.wait_record(|r| r["event"] == "log.prune" && r["reason"] == "overwrite-oldest").await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(), 0);
+    let v = verify(&logdir, Some(&pubkey_of(&gw)));
+    assert_eq!(v.code, 0, "{}", v.out);
 }

@@ -286,6 +286,14 @@ async fn self_approval_when_configured_is_flagged() {
     assert_eq!(w["self_approved"], true);
     let r = gw.wait_record(|r| r["event"] == "window.approved").await;
     assert_eq!(r["self_approved"], true);
+    // Flagged for review by someone else: the self-approver cannot close the loop.
+    let id = w["id"].as_str().unwrap();
+    gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/revoke"), &t.chen, None).await;
+    let note = Some(json!({"note": "fine"}));
+    let (code, e) = gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/review"), &t.chen, note.clone()).await;
+    assert_eq!(code, 403, "{e}");
+    let (code, _) = gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/review"), &t.wang, note).await;
+    assert_eq!(code, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,4 +722,38 @@ fn a_locked_window_store_stops_the_start_with_its_path() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("windows.sqlite") && err.contains("locked"), "{err}");
     drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_does_not_keep_a_window_open() {
+    let (gw, _up, t) = setup("", "").await;
+    let (_, w) = gw
+        .api(
+            "127.0.0.1",
+            "POST",
+            "/api/v1/windows",
+            &t.li,
+            Some(window_request(&["admin-svc", "ws"], &["127.0.0.2/32", "127.0.0.5/32"], "3s")),
+        )
+        .await;
+    let id = w["id"].as_str().unwrap().to_string();
+    gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/approve"), &t.chen, None).await;
+    let end = ts(&w["end"]);
+    let (ws, body) = open_streams(&gw).await;
+    // Another process holds the store at the end: the cut must not wait for it.
+    let db = rusqlite::Connection::open(gw.dir.path().join("state/windows.sqlite")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let (ws_cut, (h2_cut, _)) = tokio::join!(until_cut_ws(ws), until_cut_body(body));
+    for cut in [ws_cut, h2_cut] {
+        assert!(
+            cut.duration_since(end) < jiff::SignedDuration::from_secs(1),
+            "cut {:?} after the end",
+            cut.duration_since(end)
+        );
+    }
+    db.execute_batch("ROLLBACK;").unwrap();
+    drop(db);
+    // Once the store is free, the end is stored and recorded.
+    wait_state(&gw, &t.chen, &id, "expired").await;
+    gw.wait_record(|r| r["event"] == "window.expired" && r["window"] == id.as_str()).await;
 }

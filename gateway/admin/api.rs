@@ -66,9 +66,9 @@ impl From<ManagerError> for ApiError {
     fn from(e: ManagerError) -> Self {
         match e {
             ManagerError::NotFound(_) => ApiError::not_found(e.to_string()),
-            ManagerError::Transition(t @ crate::windows::TransitionError::SelfApproval) => {
-                ApiError::new(StatusCode::FORBIDDEN, "self_approval", t.to_string())
-            }
+            ManagerError::Transition(
+                t @ (crate::windows::TransitionError::SelfApproval | crate::windows::TransitionError::SelfReview),
+            ) => ApiError::new(StatusCode::FORBIDDEN, "self_approval", t.to_string()),
             ManagerError::Transition(t) => ApiError::new(StatusCode::CONFLICT, "wrong_state", t.to_string()),
             ManagerError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             ManagerError::Store(s) => {

@@ -68,30 +68,30 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
         return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
     }
     hello.proto = "tls";
-    let old_version = match conn::sniff(&stream).await {
-        Ok(v) => v,
-        Err((reason, proto)) => {
+    // The same bound as the proxy listeners: a client that sends nothing is closed.
+    let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
+    let old_version = match tokio::time::timeout_at(deadline, conn::sniff(&stream)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err((reason, proto))) => {
             hello.proto = proto;
             return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
         }
+        Err(_) => return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, Reason::TlsHandshake).await,
     };
     let counts = Arc::new(ByteCounts::default());
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.clone());
-    let tls =
-        match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(Counted::new(stream, counts.clone())))
-            .await
-        {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                let reason = conn::tls_failure(old_version, &e);
-                shared.metrics.tls_handshake_failures.with_label_values(&[LISTENER, reason.as_str()]).inc();
-                return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
-            }
-            Err(_) => {
-                shared.metrics.tls_handshake_failures.with_label_values(&[LISTENER, "tls-handshake"]).inc();
-                return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, Reason::TlsHandshake).await;
-            }
-        };
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(Counted::new(stream, counts.clone()))).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let reason = conn::tls_failure(old_version, &e);
+            shared.metrics.tls_handshake_failures.with_label_values(&[LISTENER, reason.as_str()]).inc();
+            return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failures.with_label_values(&[LISTENER, "tls-handshake"]).inc();
+            return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, Reason::TlsHandshake).await;
+        }
+    };
     hello.tls_version = conn::tls_version(&tls);
     hello.sni = tls.get_ref().1.server_name().map(str::to_string);
     names.service = Some(LISTENER);

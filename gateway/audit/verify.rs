@@ -29,6 +29,8 @@ pub struct Report {
     pub pubkey_from_log: bool,
     pub prunes: u64,
     pub recoveries: u64,
+    /// Not proof of tampering, but worth a look (e.g. a long unsigned tail).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +61,8 @@ struct Rec<'a> {
     sig: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     last_hash: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
 }
 
 pub fn verify(dir: &Path, pubkey: Option<&str>) -> Result<Report, Failure> {
@@ -80,11 +84,18 @@ pub fn verify(dir: &Path, pubkey: Option<&str>) -> Result<Report, Failure> {
         pubkey_from_log: from_log,
         prunes: 0,
         recoveries: 0,
+        warnings: Vec::new(),
     };
     // The chain so far: (seq, hash) of the last record.
     let mut head: Option<(u64, String)> = None;
     // The first file's header may link to pruned files: a prune record must explain it.
     let mut unexplained_start: Option<(String, String)> = None;
+    // The prune record that explained it (file, line, seq): it must be signed later,
+    // or anyone could delete old files and append a matching prune record.
+    let mut explained_by: Option<(String, u64, u64)> = None;
+    // `ts` of the last checkpoint and of the last record, for the unsigned-tail check.
+    let mut last_signed_ts: Option<String> = None;
+    let mut last_ts = String::new();
     for (i, f) in all.iter().enumerate() {
         let name = f.id.name();
         let bytes = std::fs::read(&f.path).map_err(|e| unreadable(&f.path, e))?;
@@ -168,11 +179,13 @@ pub fn verify(dir: &Path, pubkey: Option<&str>) -> Result<Report, Failure> {
                     report.checkpoints += 1;
                     report.last_signed_seq = Some(sseq);
                     report.unsigned_tail = 0;
+                    last_signed_ts = Some(r.ts.to_string());
                 }
                 "log.prune" => {
                     report.prunes += 1;
                     if unexplained_start.as_ref().is_some_and(|(_, h)| r.last_hash.as_deref() == Some(h.as_str())) {
                         unexplained_start = None;
+                        explained_by = Some((name.clone(), lineno, r.seq));
                     }
                     report.unsigned_tail += 1;
                 }
@@ -183,6 +196,7 @@ pub fn verify(dir: &Path, pubkey: Option<&str>) -> Result<Report, Failure> {
                 _ => report.unsigned_tail += 1,
             }
             report.records += 1;
+            last_ts = r.ts.to_string();
             head = Some((r.seq, claimed.to_string()));
             last_event = r.event.into_owned();
         }
@@ -197,6 +211,30 @@ pub fn verify(dir: &Path, pubkey: Option<&str>) -> Result<Report, Failure> {
             line: 1,
             what: format!("earlier files are missing: the header links to {hash} and no log.prune record names it"),
         });
+    }
+    if let Some((file, line, seq)) = explained_by {
+        if report.last_signed_seq.is_none_or(|s| s < seq) {
+            return Err(Failure::Tampered {
+                file,
+                line,
+                what:
+                    "the log.prune record that explains the missing earlier files is not covered by a signed checkpoint"
+                        .into(),
+            });
+        }
+    }
+    // The writer signs at least every 60 s while it has records: a longer unsigned
+    // stretch means it stopped (a crash, a kill) or the tail was rewritten.
+    let span =
+        |a: &str, b: &str| Some(b.parse::<jiff::Timestamp>().ok()?.duration_since(a.parse::<jiff::Timestamp>().ok()?));
+    if let Some(s) = last_signed_ts.as_deref().and_then(|t| span(t, &last_ts)) {
+        if report.unsigned_tail > 0 && s > jiff::SignedDuration::from_secs(120) {
+            report.warnings.push(format!(
+                "the last {} record(s) span {}s after the last checkpoint, which the gateway would have signed: was it killed, or was the tail rewritten?",
+                report.unsigned_tail,
+                s.as_secs()
+            ));
+        }
     }
     report.pubkey = key.unwrap_or_default();
     Ok(report)

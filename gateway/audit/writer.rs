@@ -279,8 +279,10 @@ impl Writer {
     /// Make sure a file is open for a record dated `zoned`, rotating when the day
     /// changed or the file is past `max_file`.
     async fn before_record(&mut self, zoned: &jiff::Zoned) {
-        let date = zoned.date();
         let current = self.file.as_ref().map(|(id, _)| *id).or(self.pending);
+        // Never back to an earlier day (a record stamped 23:59:59.999 arriving after
+        // midnight, or a clock stepped back): files must follow the chain's order.
+        let date = current.map_or(zoned.date(), |c| c.date.max(zoned.date()));
         let rotate = match current {
             None => true,
             Some(id) => id.date != date || self.size >= self.s.max_file,
@@ -408,7 +410,7 @@ impl Writer {
                 Ok(()) => {
                     if let Some((since, error)) = self.failing.take() {
                         let refused = self.state.refused.swap(0, Ordering::Relaxed);
-                        self.set_refuse(self.full);
+                        self.set_refuse(self.full && self.s.on_full == OnFull::Refuse);
                         tracing::info!(%error, "log writes work again");
                         let zoned = jiff::Timestamp::now().to_zoned(self.s.tz.clone());
                         let failed_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -426,16 +428,15 @@ impl Writer {
                     if self.failing.is_none() {
                         self.failing = Some((Instant::now(), e.to_string()));
                     }
-                    match self.s.on_full {
-                        OnFull::Refuse => self.set_refuse(true),
-                        OnFull::OverwriteOldest if e.raw_os_error() == Some(28) => {
-                            // ENOSPC: make room and try again at once.
-                            if Box::pin(self.prune_oldest(1, "overwrite-oldest")).await {
-                                continue;
-                            }
-                        }
-                        OnFull::OverwriteOldest => {}
+                    // overwrite-oldest makes room on ENOSPC and goes on; otherwise no
+                    // unlogged traffic while records cannot be written, whatever on_full says.
+                    if self.s.on_full == OnFull::OverwriteOldest
+                        && e.raw_os_error() == Some(28)
+                        && Box::pin(self.prune_oldest(1, "overwrite-oldest", true)).await
+                    {
+                        continue;
                     }
+                    self.set_refuse(true);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -556,11 +557,11 @@ impl Writer {
         let keep_from = today.checked_sub(jiff::Span::new().days(i64::from(self.s.retention_days))).unwrap_or(today);
         let expired = self.closed.iter().take_while(|f| f.id.date < keep_from).count();
         if expired > 0 {
-            self.prune_oldest(expired, "retention").await;
+            self.prune_oldest(expired, "retention", false).await;
         }
         if self.s.on_full == OnFull::OverwriteOldest {
             while self.total as f64 >= self.s.max_disk as f64 && !self.closed.is_empty() {
-                if !self.prune_oldest(1, "overwrite-oldest").await {
+                if !self.prune_oldest(1, "overwrite-oldest", false).await {
                     break;
                 }
             }
@@ -572,7 +573,7 @@ impl Writer {
     /// a prune record) until the rest fits again; the current file is never removed.
     async fn make_room(&mut self) {
         while self.s.on_full == OnFull::OverwriteOldest && self.total >= self.s.max_disk && !self.closed.is_empty() {
-            if !Box::pin(self.prune_oldest(1, "overwrite-oldest")).await {
+            if !Box::pin(self.prune_oldest(1, "overwrite-oldest", false)).await {
                 break;
             }
         }
@@ -580,7 +581,9 @@ impl Writer {
 
     /// Remove the `n` oldest closed files, first writing (durably) a prune record that
     /// names them and the hash their last record had. False if nothing could be removed.
-    async fn prune_oldest(&mut self, n: usize, reason: &'static str) -> bool {
+    /// With `delete_first` (the disk is full), the files go before the record is
+    /// written, or there would be no room for it; otherwise the record is durable first.
+    async fn prune_oldest(&mut self, n: usize, reason: &'static str, delete_first: bool) -> bool {
         let n = n.min(self.closed.len());
         if n == 0 {
             return false;
@@ -591,11 +594,14 @@ impl Writer {
             tracing::error!(file = %newest.path.display(), "cannot read the last record of a file to prune; keeping it");
             return false;
         };
+        // Appended to the current file, without rotating: rotation itself may be what
+        // needs the room.
         let zoned = jiff::Timestamp::now().to_zoned(self.s.tz.clone());
-        self.before_record(&zoned).await;
         let files = victims.iter().map(|f| f.id.name()).collect();
         self.append(&Event::Prune(Prune { reason, files, last_seq: head.seq, last_hash: head.hash }), &zoned);
-        if self.write(true).await.is_err() && reason != "overwrite-oldest" {
+        // Signed at once: verify accepts a prune only under a signature.
+        self.checkpoint(&zoned);
+        if !delete_first && self.write(true).await.is_err() {
             return false;
         }
         for v in &victims {

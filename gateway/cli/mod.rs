@@ -154,6 +154,9 @@ fn verify(dir: &std::path::Path, pubkey: Option<&str>) -> ExitCode {
                 println!("prune records: {}; crash recoveries: {}", r.prunes, r.recoveries);
             }
             println!("key: {}", r.pubkey);
+            for w in &r.warnings {
+                println!("WARNING: {w}");
+            }
             if r.pubkey_from_log {
                 println!("note: the key was taken from the log itself; pass --pubkey (from `menshen check`) to rule out a complete rewrite");
             }

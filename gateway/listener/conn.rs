@@ -196,7 +196,7 @@ pub(crate) struct Hello {
 
 pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let policy = shared.policy.load_full();
+    let mut policy = shared.policy.load_full();
     let peer = Peer {
         conn: shared.next_conn_id(),
         src: policy::normalize(peer.ip()),
@@ -223,7 +223,7 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId,
     let mut hello = Hello { proto: "tls", ..Hello::default() };
     let outcome = tokio::time::timeout(
         shared.handshake_timeout,
-        handshake(stream, counts.clone(), &shared, &policy, lid, &peer, &mut hello),
+        handshake(stream, counts.clone(), &shared, &mut policy, lid, &peer, &mut hello),
     )
     .await
     .unwrap_or(Err(Decision::deny(zone_from, Reason::TlsHandshake)));
@@ -254,6 +254,11 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId,
         cut.unwrap_or_default(),
         service.idle_timeout,
     );
+    if record.cut.is_cancelled() {
+        // Its window closed between the decision and now: not a single request.
+        record.set_close_reason(CloseReason::WindowEnded);
+        return;
+    }
     serve(tls, record, policy.clone(), service_id).await;
 }
 
@@ -262,7 +267,7 @@ async fn handshake(
     stream: TcpStream,
     counts: Arc<ByteCounts>,
     shared: &Shared,
-    policy: &Policy,
+    policy: &mut Arc<Policy>,
     lid: ListenerId,
     peer: &Peer,
     hello: &mut Hello,
@@ -284,6 +289,14 @@ async fn handshake(
         })?;
     hello.sni = start.client_hello().server_name().map(str::to_owned);
 
+    // Decide on the snapshot of now, not of accept time: a window revoked while the
+    // client was slow to send its ClientHello must not let it in.
+    let fresh = shared.policy.load_full();
+    if fresh.listeners.get(lid).is_none_or(|l| l.name != policy.listeners[lid].name) {
+        return Err(deny(Reason::NoRoute));
+    }
+    // From here on the connection uses the snapshot it was decided on.
+    *policy = fresh;
     let decision = policy::decide(
         policy,
         &policy::ConnInfo { listener: lid, src: peer.src, sni: hello.sni.as_deref() },
@@ -440,6 +453,9 @@ where
     let mut draining = false;
     loop {
         tokio::select! {
+            // A cut (window end, shutdown deadline) wins over serving one more request.
+            biased;
+            _ = record.must_close() => break,
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(conn = record.conn, error = %e, "connection ended with an error");
@@ -453,7 +469,6 @@ where
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = record.must_close() => break,
             _ = &mut idle => {
                 record.set_close_reason(CloseReason::Idle);
                 break;

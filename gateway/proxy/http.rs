@@ -178,9 +178,22 @@ impl Handler {
         // Respond.
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tunnel(inner.record.clone(), client_upgrade, upstream_upgrade);
+            // Tunnel only the WebSocket the client asked for; any other 101 is refused.
+            let websocket =
+                resp.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            match client_upgrade {
+                Some(client_upgrade) if websocket => {
+                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                    tunnel(inner.record.clone(), client_upgrade, upstream_upgrade);
+                }
+                _ => {
+                    tracing::warn!(conn = inner.record.conn, service = %svc.name, "upstream switched protocols without a WebSocket request");
+                    return Ok(local(
+                        StatusCode::BAD_GATEWAY,
+                        "502 Bad Gateway: the upstream switched protocols\n",
+                        log,
+                    ));
+                }
             }
         } else {
             strip_hop_by_hop(resp.headers_mut());
@@ -247,8 +260,16 @@ fn request_host<B>(req: &Request<B>) -> Option<Host> {
 }
 
 /// `Some(protocol)` when an HTTP/1.1 request asks to switch protocols (WebSocket).
+///
+/// Only WebSocket (a GET with `Upgrade: websocket` and a `Sec-WebSocket-Key`): any
+/// other protocol (h2c, …) would become an opaque tunnel past the per-request Host
+/// check and the request log, so its Upgrade header is dropped instead.
 fn wants_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
+    if req.version() != Version::HTTP_11 || req.method() != Method::GET {
+        return None;
+    }
+    let websocket = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !websocket || !req.headers().contains_key(header::SEC_WEBSOCKET_KEY) {
         return None;
     }
     let asks = req

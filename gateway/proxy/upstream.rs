@@ -72,6 +72,14 @@ impl Upstream {
         let port = authority.port_u16().unwrap_or(default_port);
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let ip = host.parse::<IpAddr>().ok();
+        // getaddrinfo reads `3232235796`, `0xC0A80114` or `0300.0250.1.20` as addresses:
+        // such a "name" would pass unchecked by the zone rules. Only real names or
+        // canonical IP literals.
+        let numeric = host.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X')
+            && host.bytes().any(|b| b.is_ascii_digit());
+        if ip.is_none() && numeric {
+            return Err(format!("host {host:?} looks like a numeric address in a non-canonical form: write the IP address (e.g. 192.168.1.20)"));
+        }
         let authority: http::uri::Authority = match ip {
             Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
             _ => format!("{host}:{port}"),

@@ -48,9 +48,12 @@ impl Actor {
     }
 }
 
-/// A window that is not final yet, with the token its connections hold.
+/// A window that is not final yet (or whose final state is not stored yet), with the
+/// token its connections hold.
 struct Live {
     window: Window,
+    /// The state the store has: differs from `window.state` while a write is pending.
+    stored: State,
     cut: CancellationToken,
 }
 
@@ -87,8 +90,10 @@ impl WindowManager {
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Arc<Self>, ManagerError> {
         let open = blocking(&store, |s| s.list(&[State::Requested, State::Approved, State::Active])).await?;
-        let live =
-            open.into_iter().map(|w| (w.id.clone(), Live { window: w, cut: CancellationToken::new() })).collect();
+        let live = open
+            .into_iter()
+            .map(|w| (w.id.clone(), Live { stored: w.state, window: w, cut: CancellationToken::new() }))
+            .collect();
         let m = Arc::new(WindowManager {
             store,
             policy,
@@ -148,30 +153,49 @@ impl WindowManager {
     async fn sweep(&self, now: jiff::Timestamp) -> Result<Option<jiff::Timestamp>, ManagerError> {
         let mut live = self.live.lock().await;
         let mut changed = Vec::new();
+        let mut store_error = None;
+        // The clock's transitions take effect first, stored or not: a window past its end
+        // is unpublished and cut at once, even if the store is failing or locked.
         for l in live.values_mut() {
-            let before = l.window.state;
             if l.window.tick(now).is_some() {
-                let w = l.window.clone();
-                let ok = blocking(&self.store, move |s| s.update(&w, before)).await?;
-                if !ok {
-                    // Another writer (an HA peer) changed it: take the stored version.
-                    let id = l.window.id.clone();
-                    if let Some(stored) = blocking(&self.store, move |s| s.get(&id)).await? {
-                        l.window = stored;
-                    }
-                }
                 changed.push(l.window.clone());
             }
         }
+        let pending: Vec<String> =
+            live.values().filter(|l| l.window.state != l.stored).map(|l| l.window.id.clone()).collect();
         if !changed.is_empty() {
             self.publish(&mut live);
         }
+        // Then the store catches up (retried every sweep until it works).
+        for id in pending {
+            let Some(l) = live.get_mut(&id) else { continue };
+            let (w, expected) = (l.window.clone(), l.stored);
+            match blocking(&self.store, move |s| s.update(&w, expected)).await {
+                Ok(true) => l.stored = l.window.state,
+                Ok(false) => {
+                    // Another writer (an HA peer) changed it: take the stored version.
+                    let id = l.window.id.clone();
+                    if let Ok(Some(stored)) = blocking(&self.store, move |s| s.get(&id)).await {
+                        l.stored = stored.state;
+                        l.window = stored;
+                    }
+                }
+                Err(e) => store_error = Some(e),
+            }
+        }
+        // Final windows whose state is now stored can be forgotten.
+        live.retain(|_, l| !(l.window.state.is_final() && l.stored == l.window.state));
         let next = live.values().filter_map(|l| l.window.next_tick()).min();
-        drop(live);
+        // Records are queued while the lock is held, so they follow the order of changes.
         for w in changed {
             self.announce(w.state.as_str(), &w, &Actor::system(), None).await;
         }
-        Ok(next)
+        drop(live);
+        self.update_gauge().await;
+        match store_error {
+            Some(e) => Err(e.into()),
+            None => Ok(next),
+        }
     }
 
     /// Rebuild the open-window index into a new policy snapshot; cut and forget
@@ -201,7 +225,8 @@ impl WindowManager {
         live.retain(|_, l| {
             if l.window.state.is_final() {
                 l.cut.cancel();
-                false
+                // Kept until the store has the final state too.
+                l.stored != l.window.state
             } else {
                 true
             }
@@ -213,10 +238,11 @@ impl WindowManager {
         let mut live = self.live.lock().await;
         let stored = w.clone();
         blocking(&self.store, move |s| s.insert(&stored)).await?;
-        live.insert(w.id.clone(), Live { window: w.clone(), cut: CancellationToken::new() });
+        live.insert(w.id.clone(), Live { stored: w.state, window: w.clone(), cut: CancellationToken::new() });
+        self.announce("requested", &w, actor, None).await;
         drop(live);
         self.wake.notify_one();
-        self.announce("requested", &w, actor, None).await;
+        self.update_gauge().await;
         Ok(w)
     }
 
@@ -240,16 +266,18 @@ impl WindowManager {
         }
         if let Some(l) = live.get_mut(id) {
             l.window = w.clone();
+            l.stored = w.state;
         } else if !w.state.is_final() {
-            live.insert(w.id.clone(), Live { window: w.clone(), cut: CancellationToken::new() });
+            live.insert(w.id.clone(), Live { stored: w.state, window: w.clone(), cut: CancellationToken::new() });
         }
         if action != Action::Review {
             self.publish(&mut live);
         }
-        drop(live);
-        self.wake.notify_one();
         let event = if action == Action::Review { "reviewed" } else { w.state.as_str() };
         self.announce(event, &w, actor, note.as_deref()).await;
+        drop(live);
+        self.wake.notify_one();
+        self.update_gauge().await;
         Ok(w)
     }
 
@@ -274,7 +302,6 @@ impl WindowManager {
 
     /// The `window.<event>` record and the webhook notice.
     async fn announce(&self, event: &str, w: &Window, actor: &Actor, note: Option<&str>) {
-        self.update_gauge().await;
         let record = WindowEvent::from_window(event, w, &actor.name, actor.src, note, &self.log);
         if let Some(n) = &self.notifier {
             n.send(&record);

@@ -123,6 +123,8 @@ pub enum TransitionError {
     AlreadyEnded(jiff::Timestamp),
     #[error("the window was already reviewed by {0}")]
     AlreadyReviewed(String),
+    #[error("a self-approved window must be reviewed by another admin")]
+    SelfReview,
 }
 
 impl Window {
@@ -183,6 +185,10 @@ impl Window {
                 }
                 if let Some(r) = &self.review {
                     return Err(TransitionError::AlreadyReviewed(r.by.clone()));
+                }
+                // A self-approved window is flagged for review by someone else (DH-1.3.3).
+                if self.self_approved && actor == self.requester {
+                    return Err(TransitionError::SelfReview);
                 }
                 self.review = Some(Review { by: actor.to_string(), at: now, note: note.unwrap_or_default() });
             }
