@@ -24,19 +24,10 @@ async fn run() {
     let up = start_upstream().await;
     let (token, hash) = menshen::admin::auth::new_token(Some("chen")).unwrap();
     let (vtoken, vhash) = menshen::admin::auth::new_token(Some("wu")).unwrap();
+    let topology_window = lan_behind_https("window");
     let config = format!(
         r#"{head}
-[zones]
-lan = ["127.0.0.0/8"]
-[[zone_rule]]
-from = "wan"
-to = "lan"
-access = "window"
-[[listener]]
-name = "https"
-bind = "127.0.0.1:0"
-zone = "wan"
-kind = "https"
+{topology_window}
 [[service]]
 name = "nas"
 listener = "https"

@@ -500,24 +500,13 @@ async fn start_tls_upstream(pki: &TestPki) -> std::net::SocketAddr {
 async fn https_upstreams_are_verified() {
     let pki = std::sync::Arc::new(TestPki::new(&["admin.test", "localhost"]));
     let up = start_tls_upstream(&pki).await;
+    let topology_allow = lan_behind_https("allow");
     let body = format!(
         r#"{head}
 [ip_sets]
 maintenance = ["127.0.0.2/32"]
 
-[zones]
-lan = ["127.0.0.0/8"]
-
-[[zone_rule]]
-from = "wan"
-to = "lan"
-access = "allow"
-
-[[listener]]
-name = "https"
-bind = "127.0.0.1:0"
-zone = "wan"
-kind = "https"
+{topology_allow}
 
 [[service]]
 name = "verified"

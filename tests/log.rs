@@ -11,21 +11,12 @@ use std::process::Command;
 use std::time::Duration;
 
 fn config(up: std::net::SocketAddr, log: &str) -> String {
+    let topology_allow = lan_behind_https("allow");
     format!(
         r#"{head}
 [ip_sets]
 it = ["127.0.0.0/8"]
-[zones]
-lan = ["127.0.0.0/8"]
-[[zone_rule]]
-from = "wan"
-to = "lan"
-access = "allow"
-[[listener]]
-name = "https"
-bind = "127.0.0.1:0"
-zone = "wan"
-kind = "https"
+{topology_allow}
 [[service]]
 name = "nas"
 listener = "https"

@@ -20,21 +20,12 @@ fn config(up: std::net::SocketAddr) -> String {
     let (_, hash) = menshen::admin::auth::new_token(Some("chen")).unwrap();
     let head =
         config_head("").replace("drain_timeout = \"10s\"", "drain_timeout = \"10s\"\nmetrics_bind = \"127.0.0.1:0\"");
+    let topology_allow = lan_behind_https("allow");
     format!(
         r#"{head}
 [ip_sets]
 it = ["127.0.0.2/32"]
-[zones]
-lan = ["127.0.0.0/8"]
-[[zone_rule]]
-from = "wan"
-to = "lan"
-access = "allow"
-[[listener]]
-name = "https"
-bind = "127.0.0.1:0"
-zone = "wan"
-kind = "https"
+{topology_allow}
 [[service]]
 name = "nas"
 listener = "https"

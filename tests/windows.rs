@@ -27,24 +27,13 @@ async fn setup(extra_admin: &str, extra_windows: &str) -> (TestGateway, TestUpst
     let (wang, a2) = account("wang", "admin", "");
     let (li, a3) = account("li", "vendor", "vendor = \"acme\"\nservices = [\"admin-svc\", \"ws\"]");
     let (mei, a4) = account("mei", "viewer", "");
+    let topology_window = lan_behind_https("window");
     let config = format!(
         r#"{head}
 [ip_sets]
 it = ["127.0.0.9/32"]
 
-[zones]
-lan = ["127.0.0.0/8"]
-
-[[zone_rule]]
-from = "wan"
-to = "lan"
-access = "window"
-
-[[listener]]
-name = "https"
-bind = "127.0.0.1:0"
-zone = "wan"
-kind = "https"
+{topology_window}
 
 [[service]]
 name = "admin-svc"
@@ -93,6 +82,16 @@ allow = ["127.0.0.0/8"]
 
 fn window_request(services: &[&str], sources: &[&str], duration: &str) -> Value {
     json!({ "services": services, "sources": sources, "duration": duration, "reason": "replace the RAID controller" })
+}
+
+/// A window requested by the vendor (li) and approved by an admin (chen).
+async fn open_window(gw: &TestGateway, t: &Tokens, request: Value) -> (String, Value) {
+    let (code, w) = gw.api("127.0.0.1", "POST", "/api/v1/windows", &t.li, Some(request)).await;
+    assert_eq!(code, 201, "{w}");
+    let id = w["id"].as_str().unwrap().to_string();
+    let (code, a) = gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/approve"), &t.chen, None).await;
+    assert_eq!(code, 200, "{a}");
+    (id, w)
 }
 
 /// Poll the API until the window is in `state`.
@@ -413,17 +412,7 @@ async fn revoke_cuts_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_window_survives_a_restart() {
     let (mut gw, _up, t) = setup("", "").await;
-    let (_, w) = gw
-        .api(
-            "127.0.0.1",
-            "POST",
-            "/api/v1/windows",
-            &t.li,
-            Some(window_request(&["admin-svc"], &["127.0.0.2/32"], "1h")),
-        )
-        .await;
-    let id = w["id"].as_str().unwrap().to_string();
-    gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/approve"), &t.chen, None).await;
+    let (id, _) = open_window(&gw, &t, window_request(&["admin-svc"], &["127.0.0.2/32"], "1h")).await;
     assert_eq!(gw.client().get(gw.addr("https"), "127.0.0.2", "admin.test").send().await.expect("open").status, 200);
     gw.restart();
     let r =
@@ -627,17 +616,7 @@ async fn start_hook() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<
 async fn transitions_are_posted_to_the_webhook_with_retries() {
     let (hook, got) = start_hook().await;
     let (gw, _up, t) = setup("", &format!("webhook = \"http://{hook}/hook\"")).await;
-    let (_, w) = gw
-        .api(
-            "127.0.0.1",
-            "POST",
-            "/api/v1/windows",
-            &t.li,
-            Some(window_request(&["admin-svc"], &["127.0.0.2/32"], "1h")),
-        )
-        .await;
-    let id = w["id"].as_str().unwrap().to_string();
-    gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/approve"), &t.chen, None).await;
+    let (id, _) = open_window(&gw, &t, window_request(&["admin-svc"], &["127.0.0.2/32"], "1h")).await;
     let deadline = std::time::Instant::now() + DEADLINE;
     loop {
         let events: Vec<String> =
@@ -727,17 +706,8 @@ fn a_locked_window_store_stops_the_start_with_its_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_does_not_keep_a_window_open() {
     let (gw, _up, t) = setup("", "").await;
-    let (_, w) = gw
-        .api(
-            "127.0.0.1",
-            "POST",
-            "/api/v1/windows",
-            &t.li,
-            Some(window_request(&["admin-svc", "ws"], &["127.0.0.2/32", "127.0.0.5/32"], "3s")),
-        )
-        .await;
-    let id = w["id"].as_str().unwrap().to_string();
-    gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/approve"), &t.chen, None).await;
+    let (id, w) =
+        open_window(&gw, &t, window_request(&["admin-svc", "ws"], &["127.0.0.2/32", "127.0.0.5/32"], "3s")).await;
     let end = ts(&w["end"]);
     let (ws, body) = open_streams(&gw).await;
     // Another process holds the store at the end: the cut must not wait for it.

@@ -86,6 +86,15 @@ dir = "log"
     )
 }
 
+/// The topology most tests share: zone `lan` = 127.0.0.0/8 (the test upstreams),
+/// a `wan -> lan` rule with `access`, and one https listener `https` on 127.0.0.1:0.
+pub fn lan_behind_https(access: &str) -> String {
+    format!(
+        "[zones]\nlan = [\"127.0.0.0/8\"]\n\n[[zone_rule]]\nfrom = \"wan\"\nto = \"lan\"\naccess = \"{access}\"\n\n\
+         [[listener]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\nzone = \"wan\"\nkind = \"https\"\n"
+    )
+}
+
 impl TestGateway {
     /// Write `config` (a full TOML text) next to a fresh certificate and start the gateway.
     pub fn start(config: &str) -> TestGateway {
