@@ -1,12 +1,13 @@
 //! `menshen run`: load, bind, log, serve; SIGTERM/SIGINT drain and stop.
 //!
+//! SIGHUP reloads the config (see [`crate::reload`]).
 //! Shutdown protocol: stop accepting -> ask every connection to finish (hyper's
 //! graceful shutdown) -> wait up to `drain_timeout` -> cut what is left -> write
 //! `gateway.stop` -> flush and fsync the log -> exit 0.
 
 use crate::audit::{AuditLog, Event, GatewayStart, GatewayStop, WriterSettings};
-use crate::config::{self, Config, Mode};
-use crate::listener::{self, Shared};
+use crate::config::{self, Mode};
+use crate::listener::Shared;
 use crate::metrics::Metrics;
 use crate::tls;
 use std::path::Path;
@@ -43,23 +44,25 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let Config { gateway, tls: tls_settings, log: log_settings, policy, admin, windows, accounts, digest, .. } = cfg;
-    let certified = tls_settings.certified_key.ok_or_else(|| tls::TlsError::Invalid("no certificate loaded".into()))?;
-    let server_tls = tls::server_config(tls::CertStore::new(certified), tls_settings.min_version)?;
+    let certified =
+        cfg.tls.certified_key.clone().ok_or_else(|| tls::TlsError::Invalid("no certificate loaded".into()))?;
+    let certs = tls::CertStore::new(certified);
+    let server_tls = tls::server_config(certs.clone(), cfg.tls.min_version)?;
+    let (gateway, tls_settings, log_settings, admin) = (&cfg.gateway, &cfg.tls, &cfg.log, &cfg.admin);
 
     // Bind everything before writing anything: a bind failure leaves no trace to explain.
     let mut bound = Vec::new();
-    for (id, l) in policy.listeners.iter().enumerate() {
+    for l in cfg.policy.listeners.iter() {
         let sock = TcpListener::bind(l.bind).await.map_err(|source| RunError::Bind {
             name: l.name.clone(),
             addr: l.bind,
             source,
         })?;
         let addr = sock.local_addr().map_err(|source| RunError::Bind { name: l.name.clone(), addr: l.bind, source })?;
-        bound.push((id, l.name.clone(), addr, sock));
+        bound.push((l.name.clone(), addr, sock));
     }
 
-    let admin_sock = match &admin {
+    let admin_sock = match admin {
         Some(a) => {
             let name = crate::admin::server::LISTENER.to_string();
             let sock = TcpListener::bind(a.bind).await.map_err(|source| RunError::Bind {
@@ -113,14 +116,14 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     )?;
 
     let shared = Shared::new(
-        policy,
+        cfg.policy.clone(),
         server_tls,
         log.clone(),
         metrics,
         tls_settings.handshake_timeout,
         log_settings.http_requests,
     );
-    let notifier = match &windows.webhook {
+    let notifier = match &cfg.windows.webhook {
         Some(url) => {
             let roots = tls::upstream_roots(None)?;
             Some(crate::windows::notify::Notifier::start(
@@ -136,7 +139,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         shared.policy.clone(),
         log.clone(),
         notifier,
-        windows.allow_self_approval,
+        cfg.windows.allow_self_approval,
         Some(shared.metrics.clone()),
     )
     .await?;
@@ -145,11 +148,11 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
 
     // `gateway.start` comes first in the log: only then are connections accepted
     // (the kernel queues any that arrive meanwhile).
-    let described = bound.iter().map(|(_, name, addr, _)| format!("{name}={addr}")).collect();
+    let described = bound.iter().map(|(name, addr, _)| format!("{name}={addr}")).collect();
     log.record(Event::GatewayStart(GatewayStart {
         version: env!("CARGO_PKG_VERSION"),
         config: config_path.display().to_string(),
-        config_digest: digest.clone(),
+        config_digest: cfg.digest.clone(),
         listeners: described,
         pid: std::process::id(),
     }))
@@ -164,43 +167,66 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     let mut loops = Vec::new();
     if let Some(sock) = metrics_sock {
         if let Ok(addr) = sock.local_addr() {
-            println!("menshen: listener metrics on {addr}");
+            announce_listener("metrics", addr);
         }
         loops.push(tokio::spawn(crate::metrics::http::serve(sock, shared.metrics.clone(), shared.draining.clone())));
     }
-    for (id, name, addr, sock) in bound {
-        // Tests and scripts read this line to learn ephemeral ports.
-        println!("menshen: listener {name} on {addr}");
-        loops.push(tokio::spawn(listener::accept_loop(sock, id, shared.clone())));
+    for (name, addr, _) in &bound {
+        announce_listener(name, *addr);
     }
-    if let (Some((sock, addr)), Some(a)) = (admin_sock, admin) {
+    let admin_parts = admin.as_ref().map(|a| {
+        let dynamic = Arc::new(arc_swap::ArcSwap::from_pointee(crate::admin::api::AdminDynamic {
+            accounts: cfg.accounts.clone(),
+            allow: a.allow.clone(),
+            settings: cfg.windows.clone(),
+        }));
+        (dynamic, Arc::new(crate::admin::auth::Lockout::new(a.lockout)))
+    });
+    let reloader = crate::reload::Reloader::start(
+        &cfg,
+        bound.into_iter().map(|(_, _, sock)| sock).collect(),
+        shared.clone(),
+        certs,
+        manager.clone(),
+        admin_parts.clone(),
+    );
+    if let (Some((sock, addr)), Some((dynamic, lockout))) = (admin_sock, admin_parts) {
         let state = Arc::new(crate::admin::api::AdminState {
             policy: shared.policy.clone(),
-            accounts,
-            lockout: crate::admin::auth::Lockout::new(a.lockout),
+            dynamic,
+            lockout,
             windows: manager.clone(),
-            settings: windows,
+            reloader: reloader.clone(),
             tz: gateway.timezone.clone(),
             log: log.clone(),
             log_dir: log_settings.dir.clone(),
             metrics: shared.metrics.clone(),
         });
-        println!("menshen: listener {} on {addr}", crate::admin::server::LISTENER);
-        let allow = Arc::new(a.allow);
-        loops.push(tokio::spawn(crate::admin::server::accept_loop(sock, shared.clone(), state, allow)));
+        announce_listener(crate::admin::server::LISTENER, addr);
+        loops.push(tokio::spawn(crate::admin::server::accept_loop(sock, shared.clone(), state)));
     }
     tracing::info!(gateway = %gateway.name, log = %log_settings.dir.display(), "serving");
 
-    let reason = signals.wait_for_stop().await;
-    tracing::info!(signal = reason, drain = ?gateway.drain_timeout, "stopping: draining connections");
+    let reason = loop {
+        match signals.next().await {
+            Signal::Stop(reason) => break reason,
+            Signal::Reload => {
+                tracing::info!("SIGHUP: reloading {}", config_path.display());
+                let _ = reloader.reload(crate::reload::Trigger::Signal, &crate::windows::Actor::system()).await;
+            }
+        }
+    };
+    let drain_timeout = reloader.drain_timeout().await;
+    tracing::info!(signal = reason, drain = ?drain_timeout, "stopping: draining connections");
 
     shared.draining.cancel();
+    reloader.stop_listeners().await;
     for l in loops {
         let _ = l.await;
     }
     shared.tasks.close();
     let mut cut = 0;
-    if tokio::time::timeout(gateway.drain_timeout, shared.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(drain_timeout, shared.tasks.wait()).await.is_err() {
         cut = shared.tasks.len() as u64;
         tracing::warn!(connections = cut, "drain timeout passed; cutting the rest");
         shared.stop_now.cancel();
@@ -208,10 +234,11 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     }
     timer_stop.cancel();
     let _ = timer.await;
+    drop(reloader);
     drop(manager);
     log.record(Event::GatewayStop(GatewayStop {
         version: env!("CARGO_PKG_VERSION"),
-        config_digest: digest,
+        config_digest: cfg.digest.clone(),
         reason,
         cut_connections: cut,
     }))
@@ -223,6 +250,13 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `menshen: listener NAME on ADDR` on stdout: tests and scripts read it to learn
+/// ephemeral ports. A closed stdout is no reason to fail (println! would panic).
+pub fn announce_listener(name: &str, addr: std::net::SocketAddr) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "menshen: listener {name} on {addr}");
 }
 
 /// The signals the gateway acts on, registered once at start.
@@ -244,16 +278,20 @@ impl Signals {
         })
     }
 
-    /// Wait for SIGTERM or SIGINT. SIGHUP (reload) is acknowledged but not yet acted on.
-    async fn wait_for_stop(&mut self) -> &'static str {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => return "SIGTERM",
-                _ = self.int.recv() => return "SIGINT",
-                _ = self.hup.recv() => tracing::warn!("SIGHUP: live reload is not supported by this version; restart to apply config changes"),
-            }
+    /// The next signal: SIGTERM or SIGINT stop, SIGHUP reloads.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop("SIGTERM"),
+            _ = self.int.recv() => Signal::Stop("SIGINT"),
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
+}
+
+enum Signal {
+    Stop(&'static str),
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Reload,
 }
 
 #[cfg(not(unix))]
@@ -265,8 +303,8 @@ impl Signals {
         Ok(Signals)
     }
 
-    async fn wait_for_stop(&mut self) -> &'static str {
+    async fn next(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
-        "ctrl-c"
+        Signal::Stop("ctrl-c")
     }
 }

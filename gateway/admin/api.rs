@@ -27,14 +27,23 @@ const MAX_BODY: usize = 64 * 1024;
 /// Everything the API needs; shared by all admin connections.
 pub struct AdminState {
     pub policy: Arc<ArcSwap<Policy>>,
-    pub accounts: Vec<Account>,
-    pub lockout: Lockout,
+    /// What a reload may change: accounts, `[admin].allow`, window settings.
+    pub dynamic: Arc<ArcSwap<AdminDynamic>>,
+    pub lockout: Arc<Lockout>,
     pub windows: Arc<WindowManager>,
-    pub settings: WindowSettings,
+    pub reloader: Arc<crate::reload::Reloader>,
     pub tz: jiff::tz::TimeZone,
     pub log: AuditLog,
     pub log_dir: PathBuf,
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The admin settings a reload swaps in whole.
+pub struct AdminDynamic {
+    pub accounts: Vec<Account>,
+    /// Sources that may reach the admin listener at all.
+    pub allow: crate::policy::IpSet,
+    pub settings: WindowSettings,
 }
 
 pub type ApiResponse = Response<Full<Bytes>>;
@@ -138,7 +147,8 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let claimed = token.and_then(auth::claimed_name).filter(|n| state.accounts.iter().any(|a| a.name == *n));
+    let dynamic = state.dynamic.load_full();
+    let claimed = token.and_then(auth::claimed_name).filter(|n| dynamic.accounts.iter().any(|a| a.name == *n));
     let mut subjects = vec![Subject::Source(src)];
     if let Some(n) = claimed {
         subjects.push(Subject::Account(n.to_string()));
@@ -150,7 +160,7 @@ where
             format!("too many failed logins; locked until {}", crate::audit::format_ts(until, &state.tz)),
         ));
     }
-    let Some(account) = token.and_then(|t| auth::authenticate(&state.accounts, t)) else {
+    let Some(account) = token.and_then(|t| auth::authenticate(&dynamic.accounts, t)) else {
         let newly = state.lockout.fail(&subjects, now);
         let reason = if token.is_none() { "missing-token" } else { "bad-token" };
         state
@@ -187,7 +197,7 @@ where
         (Method::GET, ["windows"]) => list(state, account, &query).await,
         (Method::POST, ["windows"]) => {
             let body = read_json::<CreateWindow, B>(req).await?;
-            create(state, account, &actor, body).await
+            create(state, &dynamic.settings, account, &actor, body).await
         }
         (Method::GET, ["windows", id]) => show(state, account, &actor, id).await,
         (Method::POST, ["windows", id, verb]) => {
@@ -201,7 +211,8 @@ where
             let body = read_json::<ActBody, B>(req).await?;
             act(state, account, &actor, id, action, body).await
         }
-        (_, ["connections"] | ["blocks"] | ["reload"]) => {
+        (Method::POST, ["reload"]) => reload(state, account, &actor).await,
+        (_, ["connections"] | ["blocks"]) => {
             Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", "not in this version of Menshen"))
         }
         (_, ["windows", ..]) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method", "method not allowed here")),
@@ -376,6 +387,25 @@ async fn act(
     Ok(json(StatusCode::OK, &WindowView::new(&w, &state.tz)))
 }
 
+/// `POST /api/v1/reload`: admins only. 200 with what changed, or 422 with every
+/// problem in the file (the running config stays in force).
+async fn reload(state: &AdminState, account: &Account, actor: &Actor) -> Result<ApiResponse, ApiError> {
+    if account.role != Role::Admin {
+        return Err(ApiError::forbidden("only admins may reload the config"));
+    }
+    match state.reloader.reload(crate::reload::Trigger::Api, actor).await {
+        Ok(done) => Ok(json(StatusCode::OK, &done)),
+        Err(errors) => Ok(json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({
+                "error": format!("the new config was not applied: {}", errors.join("; ")),
+                "code": "config_invalid",
+                "errors": errors,
+            }),
+        )),
+    }
+}
+
 /// A time as RFC 3339; without an offset it is in the gateway's time zone.
 pub fn parse_time(s: &str, tz: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
@@ -387,6 +417,7 @@ pub fn parse_time(s: &str, tz: &jiff::tz::TimeZone) -> Option<jiff::Timestamp> {
 
 async fn create(
     state: &AdminState,
+    settings: &WindowSettings,
     account: &Account,
     actor: &Actor,
     req: CreateWindow,
@@ -395,7 +426,7 @@ async fn create(
         return Err(ApiError::forbidden("viewers cannot request windows"));
     }
     let policy = state.policy.load_full();
-    let w = build_window(state, &policy, account, req, jiff::Timestamp::now())?;
+    let w = build_window(state, settings, &policy, account, req, jiff::Timestamp::now())?;
     let w = state.windows.create(w, actor).await?;
     Ok(json(StatusCode::CREATED, &WindowView::new(&w, &state.tz)))
 }
@@ -403,6 +434,7 @@ async fn create(
 /// Check a request against the rules and make the window.
 fn build_window(
     state: &AdminState,
+    settings: &WindowSettings,
     policy: &Policy,
     account: &Account,
     req: CreateWindow,
@@ -441,11 +473,11 @@ fn build_window(
         let net = crate::config::parse_cidr(s).map_err(|e| ApiError::bad(format!("sources[{i}]: {e}")))?;
         // An IPv4-mapped network counts as the IPv4 network it maps.
         let (prefix, limit, family) = match net {
-            ipnet::IpNet::V4(n) => (n.prefix_len(), state.settings.max_prefix_v4, "IPv4"),
+            ipnet::IpNet::V4(n) => (n.prefix_len(), settings.max_prefix_v4, "IPv4"),
             ipnet::IpNet::V6(n) if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() => {
-                (n.prefix_len() - 96, state.settings.max_prefix_v4, "IPv4")
+                (n.prefix_len() - 96, settings.max_prefix_v4, "IPv4")
             }
-            ipnet::IpNet::V6(n) => (n.prefix_len(), state.settings.max_prefix_v6, "IPv6"),
+            ipnet::IpNet::V6(n) => (n.prefix_len(), settings.max_prefix_v6, "IPv6"),
         };
         if prefix < limit {
             return Err(ApiError::bad(format!(

@@ -83,19 +83,23 @@ impl Subject {
 
 /// Failure counting and lockouts. Time is passed in, so tests control the clock.
 pub struct Lockout {
-    settings: LockoutSettings,
     state: Mutex<LockState>,
 }
 
-#[derive(Default)]
 struct LockState {
+    settings: LockoutSettings,
     failures: HashMap<Subject, VecDeque<jiff::Timestamp>>,
     locked_until: HashMap<Subject, jiff::Timestamp>,
 }
 
 impl Lockout {
     pub fn new(settings: LockoutSettings) -> Self {
-        Lockout { settings, state: Mutex::new(LockState::default()) }
+        Lockout { state: Mutex::new(LockState { settings, failures: HashMap::new(), locked_until: HashMap::new() }) }
+    }
+
+    /// New thresholds from a reload; counts and lockouts in force are kept.
+    pub fn set_settings(&self, settings: LockoutSettings) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).settings = settings;
     }
 
     /// Until when any of `subjects` is locked, if one is.
@@ -107,9 +111,10 @@ impl Lockout {
 
     /// Count a failure against each subject; returns those it newly locks, with the end.
     pub fn fail(&self, subjects: &[Subject], now: jiff::Timestamp) -> Vec<(Subject, jiff::Timestamp)> {
-        let window = jiff::SignedDuration::try_from(self.settings.window).unwrap_or(jiff::SignedDuration::MAX);
-        let duration = jiff::SignedDuration::try_from(self.settings.duration).unwrap_or(jiff::SignedDuration::MAX);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let window = jiff::SignedDuration::try_from(st.settings.window).unwrap_or(jiff::SignedDuration::MAX);
+        let duration = jiff::SignedDuration::try_from(st.settings.duration).unwrap_or(jiff::SignedDuration::MAX);
+        let failures = st.settings.failures as usize;
         let mut newly = Vec::new();
         for s in subjects {
             let q = st.failures.entry(s.clone()).or_default();
@@ -117,7 +122,7 @@ impl Lockout {
             while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
                 q.pop_front();
             }
-            if q.len() >= self.settings.failures as usize {
+            if q.len() >= failures {
                 q.clear();
                 let until = now.checked_add(duration).unwrap_or(jiff::Timestamp::MAX);
                 st.locked_until.insert(s.clone(), until);

@@ -6,7 +6,7 @@ use super::api::{self, AdminState};
 use crate::listener::conn::{self, Hello, OpenNames, Peer};
 use crate::listener::io::{ByteCounts, Counted};
 use crate::listener::{ConnRecord, Shared};
-use crate::policy::{self, Action, IpSet, Reason};
+use crate::policy::{self, Action, Reason};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ pub const LISTENER: &str = "admin";
 /// An admin session with no traffic for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
 
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, state: Arc<AdminState>, allow: Arc<IpSet>) {
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, state: Arc<AdminState>) {
     loop {
         let accepted = tokio::select! {
             _ = shared.draining.cancelled() => break,
@@ -26,7 +26,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, state: Arc<
         };
         match accepted {
             Ok((stream, peer)) => {
-                let task = handle(stream, peer, shared.clone(), state.clone(), allow.clone());
+                let task = handle(stream, peer, shared.clone(), state.clone());
                 shared.tasks.spawn(task);
             }
             Err(e) => {
@@ -37,7 +37,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, state: Arc<
     }
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state: Arc<AdminState>, allow: Arc<IpSet>) {
+async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state: Arc<AdminState>) {
     let _ = stream.set_nodelay(true);
     let peer = Peer {
         conn: shared.next_conn_id(),
@@ -59,7 +59,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
 
     let refusal = if policy.blocked.contains(peer.src) {
         Some(Reason::Blocked)
-    } else if !allow.contains(peer.src) {
+    } else if !state.dynamic.load().allow.contains(peer.src) {
         Some(Reason::NotAllowed)
     } else {
         None
@@ -103,8 +103,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
         LISTENER.to_string(),
         LISTENER.to_string(),
         (peer.src, peer.src_port),
+        hello.sni.clone(),
         counts,
-        Default::default(),
+        None,
         IDLE,
     );
     let src = peer.src;

@@ -25,6 +25,8 @@ pub enum Event {
     WriteRecovered(WriteRecovered),
     SyslogGap(SyslogGap),
     ClockUnsynchronized(ClockUnsynchronized),
+    ConfigReload(ConfigReload),
+    ConfigReloadFailed(ConfigReloadFailed),
 }
 
 impl Event {
@@ -47,6 +49,8 @@ impl Event {
             Event::WriteRecovered(_) => "log.write_recovered",
             Event::SyslogGap(_) => "log.syslog_gap",
             Event::ClockUnsynchronized(_) => "clock.unsynchronized",
+            Event::ConfigReload(_) => "config.reload",
+            Event::ConfigReloadFailed(_) => "config.reload_failed",
         }
     }
 
@@ -69,6 +73,8 @@ impl Event {
             Event::WriteRecovered(e) => serde_json::to_writer(out, e),
             Event::SyslogGap(e) => serde_json::to_writer(out, e),
             Event::ClockUnsynchronized(e) => serde_json::to_writer(out, e),
+            Event::ConfigReload(e) => serde_json::to_writer(out, e),
+            Event::ConfigReloadFailed(e) => serde_json::to_writer(out, e),
         }
     }
 }
@@ -147,6 +153,37 @@ pub struct GatewayStop {
     pub reason: &'static str,
     /// Connections still open when the drain deadline passed (cut).
     pub cut_connections: u64,
+}
+
+/// A new config took effect without a restart (SIGHUP, `POST /api/v1/reload`).
+/// `changes` names what changed (keys, listener/service/account names), never values:
+/// the file may hold token hashes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigReload {
+    /// Who asked: an admin account, or `system` for SIGHUP.
+    pub identity: String,
+    pub src_ip: Option<IpAddr>,
+    /// `SIGHUP` or `api`.
+    pub trigger: &'static str,
+    pub config: String,
+    pub config_digest: String,
+    pub previous_digest: String,
+    pub changes: Vec<String>,
+    /// Live connections the new policy no longer allows, cut with `close_reason = "reload"`.
+    pub cut_connections: u64,
+    /// The copy kept in `state_dir/configs/` (the last 5 good configs are kept).
+    pub saved_as: Option<String>,
+}
+
+/// A reload was refused; the running config stays in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigReloadFailed {
+    pub identity: String,
+    pub src_ip: Option<IpAddr>,
+    pub trigger: &'static str,
+    pub config: String,
+    /// Every problem found, each `file: key: reason`.
+    pub errors: Vec<String>,
 }
 
 /// A window changed state (or was reviewed): `window.requested`, `window.approved`,

@@ -15,7 +15,13 @@ use std::time::Duration;
 /// Why a call failed: the gateway said no (exit 1), or we could not ask (exit 2).
 #[derive(Debug)]
 pub enum CallError {
-    Refused { status: u16, message: String, code: String },
+    /// `body` is the whole JSON answer (a refused reload lists every problem in `errors`).
+    Refused {
+        status: u16,
+        message: String,
+        code: String,
+        body: Value,
+    },
     Unreachable(String),
 }
 
@@ -69,7 +75,7 @@ impl AdminClient {
                 if status.is_server_error() {
                     Err(CallError::Unreachable(format!("{status}: {message}")))
                 } else {
-                    Err(CallError::Refused { status: status.as_u16(), message, code })
+                    Err(CallError::Refused { status: status.as_u16(), message, code, body: value })
                 }
             }
         };

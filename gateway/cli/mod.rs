@@ -1,6 +1,7 @@
 //! Command-line verbs: `run`, `check`, and `demo-upstream` for the quickstart.
 
 mod client;
+mod reload;
 mod summary;
 mod window;
 
@@ -53,6 +54,14 @@ pub enum Command {
         #[command(subcommand)]
         cmd: window::WindowCmd,
     },
+    /// Re-read the running gateway's config file and apply it, through the admin API
+    /// (admins only). Prints what changed; exit 1 listing every problem if it was refused
+    /// (the running config stays in force). `systemctl reload menshen` (SIGHUP) does the
+    /// same without a token; its outcome is in the log.
+    Reload {
+        #[command(flatten)]
+        conn: window::Connection,
+    },
     /// The log: `menshen log verify DIR`.
     Log {
         #[command(subcommand)]
@@ -76,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Token { account } => window::token(account),
         Command::Log { cmd: LogCmd::Verify { dir, pubkey } } => verify(&dir, pubkey.as_deref()),
         Command::Window { conn, cmd } => with_runtime(window::run(conn, cmd)),
+        Command::Reload { conn } => with_runtime(reload::run(conn)),
         Command::Run { config } => with_runtime(async move {
             match crate::server::run(&config).await {
                 Ok(()) => ExitCode::SUCCESS,

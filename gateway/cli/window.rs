@@ -98,17 +98,66 @@ pub fn token(account: Option<String>) -> ExitCode {
     }
 }
 
-pub async fn run(conn: Connection, cmd: WindowCmd) -> ExitCode {
-    let (Some(url), Some(token)) = (conn.url.as_deref(), conn.token.as_deref()) else {
-        eprintln!("menshen: set MENSHEN_ADMIN_URL and MENSHEN_TOKEN (or --url and --token)");
-        return ExitCode::from(2);
-    };
-    let client = match AdminClient::new(url, token, conn.ca.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("menshen: {e}");
-            return ExitCode::from(2);
+impl Connection {
+    /// The API client, or exit 2 with what is missing.
+    pub fn client(&self) -> Result<(AdminClient, &str), ExitCode> {
+        let (Some(url), Some(token)) = (self.url.as_deref(), self.token.as_deref()) else {
+            eprintln!("menshen: set MENSHEN_ADMIN_URL and MENSHEN_TOKEN (or --url and --token)");
+            return Err(ExitCode::from(2));
+        };
+        match AdminClient::new(url, token, self.ca.as_deref()) {
+            Ok(c) => Ok((c, url)),
+            Err(e) => {
+                eprintln!("menshen: {e}");
+                Err(ExitCode::from(2))
+            }
         }
+    }
+}
+
+impl Connection {
+    /// Print an API answer (`--json`: as JSON; else `render`ed) and pick the exit code:
+    /// 0 done, 1 refused (every listed problem on stderr), 2 could not ask.
+    pub fn answer(&self, url: &str, result: Result<Value, CallError>, render: impl Fn(&Value) -> String) -> ExitCode {
+        match result {
+            Ok(v) => {
+                if self.json {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                } else {
+                    print!("{}", render(&v));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(CallError::Refused { status, message, code, body }) => {
+                if self.json {
+                    println!(
+                        "{}",
+                        json!({ "error": message, "code": code, "status": status, "errors": body["errors"] })
+                    );
+                }
+                match body["errors"].as_array().filter(|e| !e.is_empty()) {
+                    Some(errors) => {
+                        eprintln!("menshen: refused ({status} {code}):");
+                        for e in errors {
+                            eprintln!("  {}", e.as_str().unwrap_or_default());
+                        }
+                    }
+                    None => eprintln!("menshen: refused ({status} {code}): {message}"),
+                }
+                ExitCode::from(1)
+            }
+            Err(CallError::Unreachable(e)) => {
+                eprintln!("menshen: cannot reach the admin API at {url}: {e}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+pub async fn run(conn: Connection, cmd: WindowCmd) -> ExitCode {
+    let (client, url) = match conn.client() {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let action = |verb: &str, id: &str, note: Option<String>| {
         (Method::POST, format!("/api/v1/windows/{}/{verb}", encode(id)), Some(json!({ "note": note })))
@@ -131,27 +180,8 @@ pub async fn run(conn: Connection, cmd: WindowCmd) -> ExitCode {
         }
         WindowCmd::Show { id } => (Method::GET, format!("/api/v1/windows/{}", encode(&id)), None),
     };
-    match client.call(method, &path, body).await {
-        Ok(v) => {
-            if conn.json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else {
-                print!("{}", render(&v));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(CallError::Refused { status, message, code }) => {
-            if conn.json {
-                println!("{}", json!({ "error": message, "code": code, "status": status }));
-            }
-            eprintln!("menshen: refused ({status} {code}): {message}");
-            ExitCode::from(1)
-        }
-        Err(CallError::Unreachable(e)) => {
-            eprintln!("menshen: cannot reach the admin API at {url}: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let result = client.call(method, &path, body).await;
+    conn.answer(url, result, render)
 }
 
 /// Percent-encode a path segment (ids are plain, but never trust the argument).

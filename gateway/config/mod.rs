@@ -5,6 +5,7 @@
 //! the reason. Nothing downstream sees a config string. Relative paths resolve against
 //! the config file's folder.
 
+pub mod diff;
 mod raw;
 mod units;
 mod validate;
@@ -24,6 +25,8 @@ pub struct Config {
     pub path: PathBuf,
     /// BLAKE3 of the file as read: in gateway.start/stop, so a log shows which config ran.
     pub digest: String,
+    /// The file's text as read: kept in `state_dir/configs/` and diffed on reload.
+    pub text: String,
     pub gateway: GatewaySettings,
     pub tls: TlsSettings,
     pub log: LogSettings,
@@ -98,6 +101,7 @@ pub struct LockoutSettings {
     pub duration: Duration,
 }
 
+#[derive(Clone)]
 pub struct WindowSettings {
     pub allow_self_approval: bool,
     pub webhook: Option<http::Uri>,
@@ -191,7 +195,53 @@ pub fn load(path: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
     let raw = parse(&file, &text)?;
     let mut cfg = validate::validate(raw, path, &base, mode)?;
     cfg.digest = blake3::hash(text.as_bytes()).to_hex().to_string();
+    cfg.text = text;
     Ok(cfg)
+}
+
+impl Config {
+    /// The settings a running gateway cannot change without a restart, as
+    /// (key, value shown to the admin). A reload that changes one is refused whole.
+    pub fn restart_only(&self) -> Vec<(&'static str, String)> {
+        let g = &self.gateway;
+        let l = &self.log;
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "(unset)".into());
+        vec![
+            ("gateway.name", g.name.clone()),
+            ("gateway.timezone", g.timezone_name.clone()),
+            ("gateway.state_dir", g.state_dir.display().to_string()),
+            ("gateway.metrics_bind", opt(g.metrics_bind.map(|a| a.to_string()))),
+            ("tls.min_version", format!("{:?}", self.tls.min_version)),
+            ("tls.handshake_timeout", format!("{:?}", self.tls.handshake_timeout)),
+            ("log.dir", l.dir.display().to_string()),
+            ("log.retention_days", l.retention_days.to_string()),
+            ("log.max_disk", l.max_disk.to_string()),
+            ("log.max_file", l.max_file.to_string()),
+            ("log.sync", format!("{:?}", l.sync)),
+            ("log.on_full", format!("{:?}", l.on_full)),
+            ("log.http_requests", l.http_requests.to_string()),
+            ("log.syslog", opt(l.syslog.as_ref().map(|t| format!("{t:?}")))),
+            ("admin", if self.admin.is_some() { "present".into() } else { "absent".into() }),
+            ("admin.bind", opt(self.admin.as_ref().map(|a| a.bind.to_string()))),
+            ("windows.webhook", opt(self.windows.webhook.as_ref().map(|u| u.to_string()))),
+        ]
+    }
+}
+
+/// The restart-only settings `new` changes from `running` (see [`Config::restart_only`]),
+/// each as an error naming the key.
+pub fn restart_only_changes(running: &[(&'static str, String)], new: &Config) -> Vec<ConfigError> {
+    let file = new.path.display().to_string();
+    running
+        .iter()
+        .zip(new.restart_only())
+        .filter(|((_, old), (_, now))| old != now)
+        .map(|((key, old), (_, now))| ConfigError {
+            file: file.clone(),
+            key: (*key).to_string(),
+            reason: format!("changed from {old} to {now}: this setting takes a restart (systemctl restart menshen)"),
+        })
+        .collect()
 }
 
 /// Parse TOML into the raw structs; a serde error names the key path and line.

@@ -297,6 +297,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
     Ok(Config {
         path: path.to_path_buf(),
         digest: String::new(),
+        text: String::new(),
         gateway,
         tls,
         log,

@@ -83,13 +83,22 @@ pub struct ConnRecord {
     pub upstream: OnceLock<SocketAddr>,
     /// Cancelled when the window this connection rides closes; never for others.
     pub cut: CancellationToken,
+    /// The windows whose end closes this connection: the one it came in by, and any a
+    /// reload moved it onto.
+    rides: std::sync::Mutex<Vec<Arc<str>>>,
+    /// Cancelled (after the close reason is set) when a reload or a block takes this
+    /// connection's access away; also when the record drops, to end any watcher.
+    revoked: CancellationToken,
+    /// The TLS server name the connection was decided on, to decide it again on reload.
+    pub sni: Option<String>,
     /// The service's idle timeout.
     pub idle: Duration,
     shared: Arc<Shared>,
 }
 
 impl ConnRecord {
-    /// Start the record of an allowed connection (counted as active until dropped).
+    /// Start the record of an allowed connection (counted as active, and listed for
+    /// reloads, until dropped).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: &Arc<Shared>,
@@ -97,12 +106,13 @@ impl ConnRecord {
         listener: String,
         service: String,
         (src, src_port): (IpAddr, u16),
+        sni: Option<String>,
         counts: Arc<ByteCounts>,
-        cut: CancellationToken,
+        window: Option<&policy::OpenWindow>,
         idle: Duration,
     ) -> Arc<Self> {
         shared.metrics.connections_active.with_label_values(&[&listener, &service]).inc();
-        Arc::new(ConnRecord {
+        let record = Arc::new(ConnRecord {
             conn,
             listener,
             service,
@@ -113,10 +123,48 @@ impl ConnRecord {
             counts,
             close_reason: AtomicU8::new(0),
             upstream: OnceLock::new(),
-            cut,
+            cut: window.map(|w| w.cut.clone()).unwrap_or_default(),
+            rides: std::sync::Mutex::new(window.map(|w| w.id.clone()).into_iter().collect()),
+            revoked: CancellationToken::new(),
+            sni,
             idle,
             shared: shared.clone(),
-        })
+        });
+        shared.register(&record);
+        record
+    }
+
+    /// Close this connection now for `reason` (a reload or a block took its access).
+    pub fn revoke(&self, reason: CloseReason) {
+        self.set_close_reason(reason);
+        self.revoked.cancel();
+    }
+
+    /// From now on, also close when `window` ends (a reload moved this connection's
+    /// access onto a window). The watcher holds no strong reference: it never keeps a
+    /// closed connection's record, or its `conn.close`, waiting.
+    pub fn also_cut_by(self: &Arc<Self>, window: &policy::OpenWindow) {
+        {
+            let mut rides = self.rides.lock().unwrap_or_else(|p| p.into_inner());
+            if rides.contains(&window.id) {
+                return;
+            }
+            rides.push(window.id.clone());
+        }
+        let window = window.cut.clone();
+        let record = Arc::downgrade(self);
+        let done = self.revoked.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = window.cancelled() => {
+                    if let Some(r) = record.upgrade() {
+                        r.shared.metrics.window_cuts.inc();
+                        r.revoke(CloseReason::WindowEnded);
+                    }
+                }
+                _ = done.cancelled() => {}
+            }
+        });
     }
 
     pub fn set_close_reason(&self, r: CloseReason) {
@@ -154,12 +202,15 @@ impl ConnRecord {
                 self.set_close_reason(CloseReason::WindowEnded);
                 self.shared.metrics.window_cuts.inc();
             }
+            _ = self.revoked.cancelled() => {}
         }
     }
 }
 
 impl Drop for ConnRecord {
     fn drop(&mut self) {
+        self.shared.unregister(self.conn);
+        self.revoked.cancel();
         let end = jiff::Timestamp::now();
         let m = &self.shared.metrics;
         m.connections_active.with_label_values(&[&self.listener, &self.service]).dec();
@@ -194,7 +245,7 @@ pub(crate) struct Hello {
     pub tls_version: Option<&'static str>,
 }
 
-pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId, shared: Arc<Shared>) {
+pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut policy = shared.policy.load_full();
     let peer = Peer {
@@ -202,6 +253,10 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId,
         src: policy::normalize(peer.ip()),
         src_port: peer.port(),
         dst: stream.local_addr().unwrap_or(peer),
+    };
+    // A reload may have removed the listener since this connection was accepted.
+    let Some(mut lid) = policy.listener_id(&name) else {
+        return removed_listener(&shared, &policy, &name, &peer).await;
     };
     let zone_from = policy.listeners[lid].zone;
 
@@ -223,7 +278,7 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId,
     let mut hello = Hello { proto: "tls", ..Hello::default() };
     let outcome = tokio::time::timeout(
         shared.handshake_timeout,
-        handshake(stream, counts.clone(), &shared, &mut policy, lid, &peer, &mut hello),
+        handshake(stream, counts.clone(), &shared, &mut policy, &mut lid, &peer, &mut hello),
     )
     .await
     .unwrap_or(Err(Decision::deny(zone_from, Reason::TlsHandshake)));
@@ -243,15 +298,16 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, lid: ListenerId,
     };
     let service = &policy.services[service_id];
     let listener_name = policy.listeners[lid].name.clone();
-    let cut = decision.window.and_then(|w| policy.windows.get(w)).map(|w| w.cut.clone());
+    let window = decision.window.and_then(|w| policy.windows.get(w));
     let record = ConnRecord::new(
         &shared,
         peer.conn,
         listener_name,
         service.name.clone(),
         (peer.src, peer.src_port),
+        hello.sni.clone(),
         counts,
-        cut.unwrap_or_default(),
+        window,
         service.idle_timeout,
     );
     if record.cut.is_cancelled() {
@@ -268,11 +324,11 @@ async fn handshake(
     counts: Arc<ByteCounts>,
     shared: &Shared,
     policy: &mut Arc<Policy>,
-    lid: ListenerId,
+    lid: &mut ListenerId,
     peer: &Peer,
     hello: &mut Hello,
 ) -> Result<(TlsStream<Counted<TcpStream>>, Decision), Decision> {
-    let zone_from = policy.listeners[lid].zone;
+    let zone_from = policy.listeners[*lid].zone;
     let deny = |reason| Decision::deny(zone_from, reason);
 
     let old_version = sniff(&stream).await.map_err(|(reason, proto)| {
@@ -291,15 +347,17 @@ async fn handshake(
 
     // Decide on the snapshot of now, not of accept time: a window revoked while the
     // client was slow to send its ClientHello must not let it in.
+    // A reload may have renumbered the listeners or removed this one.
     let fresh = shared.policy.load_full();
-    if fresh.listeners.get(lid).is_none_or(|l| l.name != policy.listeners[lid].name) {
+    let Some(fresh_lid) = fresh.listener_id(&policy.listeners[*lid].name) else {
         return Err(deny(Reason::NoRoute));
-    }
+    };
     // From here on the connection uses the snapshot it was decided on.
     *policy = fresh;
+    *lid = fresh_lid;
     let decision = policy::decide(
         policy,
-        &policy::ConnInfo { listener: lid, src: peer.src, sni: hello.sni.as_deref() },
+        &policy::ConnInfo { listener: *lid, src: peer.src, sni: hello.sni.as_deref() },
         jiff::Timestamp::now(),
     );
     if !decision.allowed() {
@@ -359,6 +417,21 @@ fn classify_tls_error(e: &std::io::Error) -> Reason {
         )) => Reason::TlsVersion,
         _ => Reason::TlsHandshake,
     }
+}
+
+/// A connection accepted on a socket whose listener a reload has just removed: refused
+/// and logged under the old name (its zone is that of the source address).
+async fn removed_listener(shared: &Shared, policy: &Policy, name: &str, peer: &Peer) {
+    let names = OpenNames {
+        listener: name,
+        service: None,
+        zone_from: &policy.zones[policy.zone_of(peer.src)].name,
+        zone_to: None,
+        window: None,
+        identity: None,
+    };
+    let hello = Hello { proto: "tcp", ..Hello::default() };
+    write_open(shared, &names, peer, &hello, policy::Action::Deny, Reason::NoRoute).await;
 }
 
 async fn record_open(shared: &Shared, policy: &Policy, lid: ListenerId, peer: &Peer, hello: &Hello, d: &Decision) {

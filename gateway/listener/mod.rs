@@ -14,12 +14,13 @@ pub use conn::{CloseReason, ConnRecord};
 
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
-use crate::policy::{ListenerId, Policy};
+use crate::policy::Policy;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Next connection id: start time in ms times 10^6, so ids do not repeat across restarts.
     next_conn: AtomicU64,
+    /// Every allowed connection still open, by id: a reload re-decides them.
+    live: Mutex<HashMap<u64, Weak<ConnRecord>>>,
 }
 
 impl Shared {
@@ -97,25 +100,48 @@ impl Shared {
             stop_now: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(start_ms.saturating_mul(1_000_000)),
+            live: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
+
+    fn register(&self, record: &Arc<ConnRecord>) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(record.conn, Arc::downgrade(record));
+    }
+
+    fn unregister(&self, conn: u64) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn);
+    }
+
+    /// The allowed connections open now (those already closing are skipped).
+    pub fn live_connections(&self) -> Vec<Arc<ConnRecord>> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.values().filter_map(Weak::upgrade).collect()
+    }
 }
 
-/// Accept connections until shutdown; each gets its own task.
-pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shared>) {
+/// Accept connections for the listener called `name` until shutdown or `stop` (a reload
+/// that removes it); each connection gets its own task. Returns the socket, so a reload
+/// can hand it to a listener renamed on the same address without closing it.
+pub async fn accept_loop(
+    listener: TcpListener,
+    name: Arc<str>,
+    stop: CancellationToken,
+    shared: Arc<Shared>,
+) -> TcpListener {
     loop {
         let accepted = tokio::select! {
             _ = shared.draining.cancelled() => break,
+            _ = stop.cancelled() => break,
             r = listener.accept() => r,
         };
         match accepted {
             Ok((stream, peer)) => {
                 let shared2 = shared.clone();
-                shared.tasks.spawn(conn::handle(stream, peer, id, shared2));
+                shared.tasks.spawn(conn::handle(stream, peer, name.clone(), shared2));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
@@ -124,4 +150,5 @@ pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shar
             }
         }
     }
+    listener
 }

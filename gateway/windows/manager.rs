@@ -62,7 +62,8 @@ pub struct WindowManager {
     policy: Arc<ArcSwap<Policy>>,
     log: AuditLog,
     notifier: Option<Notifier>,
-    allow_self: bool,
+    /// `[windows] allow_self_approval`; a reload may change it.
+    allow_self: std::sync::atomic::AtomicBool,
     /// `menshen_windows{state}` is kept current from here.
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Windows not yet final, by id. The lock also serializes every change.
@@ -99,7 +100,7 @@ impl WindowManager {
             policy,
             log,
             notifier,
-            allow_self,
+            allow_self: allow_self.into(),
             metrics,
             live: Mutex::new(live),
             wake: Notify::new(),
@@ -198,10 +199,23 @@ impl WindowManager {
         }
     }
 
+    /// Put a reloaded config's rules in force, with the open windows re-indexed against
+    /// its services (matched by name). Under the window lock, so no window change can
+    /// publish a snapshot of the old rules afterwards.
+    pub async fn install(&self, rules: &Policy, allow_self: bool) {
+        let mut live = self.live.lock().await;
+        self.allow_self.store(allow_self, std::sync::atomic::Ordering::Relaxed);
+        self.publish_on(rules, &mut live);
+    }
+
     /// Rebuild the open-window index into a new policy snapshot; cut and forget
     /// windows that became final.
     fn publish(&self, live: &mut HashMap<String, Live>) {
-        let current = self.policy.load_full();
+        self.publish_on(&self.policy.load_full(), live);
+    }
+
+    /// [`Self::publish`] on the rules of `current`.
+    fn publish_on(&self, current: &Policy, live: &mut HashMap<String, Live>) {
         let service_ids: HashMap<&str, usize> =
             current.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         let mut entries = Vec::new();
@@ -259,7 +273,13 @@ impl WindowManager {
         let mut w =
             blocking(&self.store, move |s| s.get(&key)).await?.ok_or_else(|| ManagerError::NotFound(id.to_string()))?;
         let before = w.state;
-        w.apply(action, &actor.name, note.clone(), self.allow_self, jiff::Timestamp::now())?;
+        w.apply(
+            action,
+            &actor.name,
+            note.clone(),
+            self.allow_self.load(std::sync::atomic::Ordering::Relaxed),
+            jiff::Timestamp::now(),
+        )?;
         let stored = w.clone();
         if !blocking(&self.store, move |s| s.update(&stored, before)).await? {
             return Err(ManagerError::Conflict(id.to_string()));
