@@ -1,6 +1,7 @@
 //! Forwarding allowed connections to their upstreams: HTTP (h1, h2, WebSocket) here;
 //! `upstream` holds the upstream address and its pooled client.
 
+pub mod guard;
 pub mod http;
 mod upstream;
 
