@@ -9,6 +9,7 @@
 
 pub(crate) mod conn;
 pub mod io;
+pub mod proxy_protocol;
 
 pub use conn::{CloseReason, ConnRecord};
 
