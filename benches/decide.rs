@@ -134,6 +134,8 @@ fn build() -> Bench {
                 window_max: None,
                 idle_timeout: Duration::from_secs(60),
                 upstream_timeout: Duration::from_secs(30),
+                guard: None,
+                send_proxy: false,
             }
         })
         .collect();
@@ -148,6 +150,7 @@ fn build() -> Bench {
         bind: bind.parse().unwrap(),
         zone,
         kind: ListenerKind::Https,
+        proxy_protocol: None,
     };
     let listeners = vec![listener("public", "0.0.0.0:443", WAN), listener("inside", "10.0.0.1:443", LAN)];
     let rules =

@@ -3,7 +3,7 @@
 //! All or nothing, in two phases:
 //! ```text
 //! prepare (may fail, changes nothing)          apply (cannot fail)
-//!   read + validate the file, certs included     stop listeners whose socket moves
+//!   read + validate the file, certs included     take the sockets of renamed listeners
 //!   refuse restart-only changes, naming keys     swap cert, admin settings, rules+windows
 //!   bind the new listeners' sockets              start new listeners, stop removed ones
 //!                                                re-decide live connections; cut the
@@ -11,15 +11,16 @@
 //!                                                keep a copy; log config.reload
 //! ```
 //! A failure logs `config.reload_failed` with every reason and leaves everything as it
-//! was. Reloads are serialized. Connections that keep their access are not touched:
-//! they go on with the snapshot (and upstream) they were decided on.
+//! was. Reloads are serialized, and run to the end once started (the API runs them in
+//! a task of their own). Connections that keep their access are not touched: they go on
+//! with the snapshot (and upstream) they were decided on. A listener is known by its
+//! name: renaming one (even on the same address) closes its connections.
 
 use crate::admin::api::AdminDynamic;
 use crate::admin::auth::Lockout;
 use crate::audit::{ConfigReload, ConfigReloadFailed, Event};
 use crate::config::{self, Config, Mode};
 use crate::listener::{self, CloseReason, Shared};
-use crate::policy::{self, Policy};
 use crate::tls::CertStore;
 use crate::windows::{Actor, WindowManager};
 use arc_swap::ArcSwap;
@@ -149,12 +150,6 @@ impl Reloader {
         })
     }
 
-    /// The listeners running now, with their real addresses.
-    pub async fn listeners(&self) -> Vec<ListenerAddr> {
-        let running = self.running.lock().await;
-        running.slots.iter().map(|s| ListenerAddr { name: s.name.to_string(), addr: s.addr }).collect()
-    }
-
     /// `gateway.drain_timeout` of the config in force.
     pub async fn drain_timeout(&self) -> Duration {
         self.running.lock().await.drain_timeout
@@ -200,6 +195,9 @@ impl Reloader {
     }
 
     async fn apply(&self, running: &mut Running, trigger: Trigger, actor: &Actor) -> Result<Reloaded, Vec<String>> {
+        if self.shared.draining.is_cancelled() {
+            return Err(vec![format!("{}: the gateway is stopping; nothing was applied", self.path.display())]);
+        }
         // Prepare: everything that can fail, before anything changes.
         let path = self.path.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&path, Mode::Run))
@@ -247,6 +245,9 @@ impl Reloader {
             lockout_state.set_settings(lockout);
         }
         self.windows.install(&cfg.policy, cfg.windows.allow_self_approval).await;
+        // After the swap, before the re-check: a connection decided on the old snapshot
+        // that registers after the re-check sees the new generation and checks itself.
+        self.shared.bump_generation();
 
         let mut slots = Vec::new();
         for (l, source) in cfg.policy.listeners.iter().zip(sources) {
@@ -263,6 +264,7 @@ impl Reloader {
                         Ok(sock) => spawn_loop(&self.shared, name, l.bind, sock),
                         Err(e) => {
                             tracing::error!(listener = %l.name, error = %e, "cannot take over the listener's socket");
+                            changes.push(format!("listener {}: NOT LISTENING: cannot bind {}: {e}", l.name, l.bind));
                             continue;
                         }
                     },
@@ -279,7 +281,9 @@ impl Reloader {
             tracing::info!(listener = %slot.name, "listener closed by reload");
         }
         let cut = self.recheck_connections(&cfg);
-        let saved_as = match save_copy(&self.state_dir, &cfg.text, &cfg.digest, jiff::Timestamp::now()) {
+        let (dir, text, digest) = (self.state_dir.clone(), cfg.text.clone(), cfg.digest.clone());
+        let saved = tokio::task::spawn_blocking(move || save_copy(&dir, &text, &digest, jiff::Timestamp::now())).await;
+        let saved_as = match saved.map_err(std::io::Error::other).and_then(|r| r) {
             Ok(p) => Some(p.display().to_string()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot keep a copy of the config in state_dir/configs");
@@ -324,11 +328,10 @@ impl Reloader {
         let mut cut = 0;
         for record in self.shared.live_connections() {
             let keep = if record.listener == crate::admin::server::LISTENER {
-                !policy.blocked.contains(record.src)
-                    && admin_allow.as_ref().is_some_and(|d| d.allow.contains(record.src))
-                    && cfg.admin.is_some()
+                cfg.admin.is_some()
+                    && admin_allow.as_ref().is_some_and(|d| crate::admin::server::admits(&policy, d, record.src))
             } else {
-                still_allowed(&policy, &record, now)
+                record.allowed_by(&policy, now)
             };
             if !keep {
                 record.revoke(CloseReason::Reload);
@@ -337,23 +340,6 @@ impl Reloader {
         }
         cut
     }
-}
-
-/// Whether `policy` still lets this connection reach the same service; a connection
-/// that now rides a window is also cut when that window ends.
-fn still_allowed(policy: &Policy, record: &Arc<listener::ConnRecord>, now: jiff::Timestamp) -> bool {
-    let Some(lid) = policy.listener_id(&record.listener) else {
-        return false;
-    };
-    let d =
-        policy::decide(policy, &policy::ConnInfo { listener: lid, src: record.src, sni: record.sni.as_deref() }, now);
-    if !d.allowed() || d.service.map(|s| policy.services[s].name.as_str()) != Some(record.service.as_str()) {
-        return false;
-    }
-    if let Some(w) = d.window.and_then(|w| policy.windows.get(w)) {
-        record.also_cut_by(w);
-    }
-    true
 }
 
 /// For each listener of the new config, where its socket comes from. Binds the new ones;
@@ -413,6 +399,8 @@ fn leaf(cfg: &Config) -> Vec<u8> {
 pub fn save_copy(state_dir: &Path, text: &str, digest: &str, now: jiff::Timestamp) -> std::io::Result<PathBuf> {
     let dir = state_dir.join("configs");
     std::fs::create_dir_all(&dir)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let mut kept = list_copies(&dir)?;
     let short = &digest[..digest.len().min(16)];
     if let Some(newest) = kept.last() {
@@ -430,6 +418,9 @@ pub fn save_copy(state_dir: &Path, text: &str, digest: &str, now: jiff::Timestam
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&tmp)?;
+        // Also when a leftover temporary file had another mode.
+        #[cfg(unix)]
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
@@ -437,7 +428,9 @@ pub fn save_copy(state_dir: &Path, text: &str, digest: &str, now: jiff::Timestam
     kept.push(path.clone());
     while kept.len() > KEEP_CONFIGS {
         let oldest = kept.remove(0);
-        std::fs::remove_file(&oldest)?;
+        if let Err(e) = std::fs::remove_file(&oldest) {
+            tracing::warn!(file = %oldest.display(), error = %e, "cannot remove an old kept config");
+        }
     }
     Ok(path)
 }

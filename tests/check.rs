@@ -256,3 +256,76 @@ fn numeric_host_forms_are_refused() {
         assert_error(&c, "service[0].upstream", "numeric address");
     }
 }
+
+const TCP: &str = r#"
+[[listener]]
+name = "ssh"
+bind = "127.0.0.1:2222"
+zone = "wan"
+kind = "tcp"
+proxy_protocol = ["10.0.0.5/32"]
+
+[[service]]
+name = "nas-ssh"
+listener = "ssh"
+upstream = "tcp://192.168.1.30:22"
+zone = "lan"
+guard = "ssh"
+allow = ["maintenance"]
+send_proxy = "v2"
+"#;
+
+#[test]
+fn tcp_services_need_an_explicit_guard_and_tcp_upstreams() {
+    let good = format!("{GOOD}{TCP}");
+    let c = check(&good);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert!(c.stdout.contains("clients must speak ssh only"), "{}", c.stdout);
+    assert!(c.stdout.contains("PROXY header required from 10.0.0.5/32"), "{}", c.stdout);
+    assert!(c.stdout.contains("PROXY v2 header"), "{}", c.stdout);
+
+    assert_error(&check(&good.replace("guard = \"ssh\"\n", "")), "service[2].guard", "must say what its clients speak");
+    assert_error(&check(&good.replace("guard = \"ssh\"", "guard = \"telnet\"")), "service[2].guard", "must be \"ssh\"");
+    assert_error(
+        &check(&good.replace("tcp://192.168.1.30:22", "https://192.168.1.30:22")),
+        "service[2].upstream",
+        "tcp://HOST:PORT",
+    );
+    assert_error(
+        &check(&good.replace("tcp://192.168.1.30:22", "tcp://192.168.1.30")),
+        "service[2].upstream",
+        "needs a port",
+    );
+    assert_error(
+        &check(&good.replace("send_proxy = \"v2\"", "send_proxy = \"v1\"")),
+        "service[2].send_proxy",
+        "\"v2\"",
+    );
+    assert_error(&check(&good.replace("[\"10.0.0.5/32\"]", "[]")), "listener[1].proxy_protocol", "trusts nobody");
+    assert_error(
+        &check(&good.replace("[\"10.0.0.5/32\"]", "[\"10.0.0.5/33\"]")),
+        "listener[1].proxy_protocol[0]",
+        "not a CIDR",
+    );
+    // https services take no guard; a tcp upstream needs a tcp listener.
+    let c = check(&GOOD.replacen("allow = [\"maintenance\"]", "allow = [\"maintenance\"]\nguard = \"ssh\"", 1));
+    assert_error(&c, "service[0].guard", "only tcp services");
+    let c = check(&GOOD.replace("https://192.168.1.20:443", "tcp://192.168.1.20:22"));
+    assert_error(&c, "service[0].upstream", "http:// or https://");
+    // Several services on one tcp listener must all be tls-routed by name.
+    let second = TCP.split("[[service]]").nth(1).unwrap().replace("nas-ssh", "nas-ssh2");
+    let c = check(&format!("{good}\n[[service]]{second}"));
+    assert_error(&c, "service[2].listener", "each must be guard = \"tls\" with hosts");
+    // "admin" is the admin listener's name.
+    assert_error(
+        &check(
+            &good.replace("name = \"ssh\"", "name = \"admin\"").replace("listener = \"ssh\"", "listener = \"admin\""),
+        ),
+        "listener[1].name",
+        "admin listener",
+    );
+    // Plaintext is accepted only when written, and flagged.
+    let c = check(&good.replace("guard = \"ssh\"", "guard = \"none\""));
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert!(c.stdout.contains("PLAINTEXT ALLOWED") && c.stdout.contains("service[2].guard"), "{}", c.stdout);
+}

@@ -38,7 +38,7 @@ window_max = "1h"
 
 [admin]
 bind = "127.0.0.1:0"
-allow = ["127.0.0.1/32"]
+allow = ["ADMIN_ALLOW"]
 
 [windows]
 allow_self_approval = true
@@ -51,6 +51,7 @@ allow_self_approval = true
         up = up.addr,
         allow = allow.join(", "),
     )
+    .replace("ADMIN_ALLOW", "127.0.0.0/29")
 }
 
 async fn setup(allow: &[&str]) -> Setup {
@@ -138,6 +139,18 @@ async fn good_reload_applies_bad_reload_changes_nothing() {
     assert!(body["error"].as_str().unwrap().contains("log.retention_days: changed from 180 to 365"), "{body}");
     assert_eq!(s.status("127.0.0.3").await, Some(200), "the allowlist change in the same file was not applied");
 
+    // A restart-only secret (a webhook URL) is named, never shown.
+    let text = s
+        .config(&["127.0.0.2/32"], "")
+        .replace("[windows]", "[windows]\nwebhook = \"https://chat.example/hook/s3cr3t\"");
+    s.write(&text);
+    let (code, body) = s.reload().await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("windows.webhook"), "{body}");
+    assert!(!body.to_string().contains("s3cr3t"), "{body}");
+    let failed = s.gw.wait_count(4, |r| r["event"] == "config.reload_failed").await;
+    assert!(!failed.iter().any(|r| r.to_string().contains("s3cr3t")));
+
     // `menshen reload` (the CLI) with a good file.
     s.write(&s.config(&["127.0.0.2/32"], ""));
     let ca = s.gw.dir.path().join("ca.pem");
@@ -159,6 +172,18 @@ async fn good_reload_applies_bad_reload_changes_nothing() {
     assert_eq!(kept, 3);
 }
 
+/// A keep-alive admin connection from `src`, after one answered /healthz.
+async fn admin_keep_alive(gw: &TestGateway, src: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tls = gw.client().connect(gw.addr("admin"), ip(src), "localhost", false).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/healthz").header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    send
+}
+
 /// A keep-alive HTTP/1.1 connection to nas.test from `src`, after one answered request.
 async fn keep_alive(gw: &TestGateway, src: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let tls = gw.client().connect(gw.addr("https"), ip(src), "nas.test", false).await.unwrap();
@@ -173,19 +198,31 @@ async fn keep_alive(gw: &TestGateway, src: &str) -> hyper::client::conn::http1::
 
 #[tokio::test]
 async fn reload_cuts_only_the_connections_it_refuses() {
-    let s = setup(&["127.0.0.2/32", "127.0.0.3/32"]).await;
+    let s = setup(&["127.0.0.2/32", "127.0.0.3/32", "127.0.0.4/32"]).await;
     let mut keep = keep_alive(&s.gw, "127.0.0.2").await;
     let _cut = keep_alive(&s.gw, "127.0.0.3").await;
+    let _blocked = keep_alive(&s.gw, "127.0.0.4").await;
+    let admin_session = admin_keep_alive(&s.gw, "127.0.0.6").await;
     let open3 = s.gw.conn_open_from("127.0.0.3").await;
+    let open4 = s.gw.conn_open_from("127.0.0.4").await;
+    let open6 = s.gw.conn_open_from("127.0.0.6").await;
 
-    s.write(&s.config(&["127.0.0.2/32"], ""));
+    // 127.0.0.3 leaves the allowlist, 127.0.0.4 is blocked, and the admin listener
+    // no longer admits 127.0.0.6.
+    let text = s
+        .config(&["127.0.0.2/32", "127.0.0.4/32"], "")
+        .replace("[zones]", "[ip_sets]\nblocked = [\"127.0.0.4/32\"]\n\n[zones]")
+        .replace("127.0.0.0/29", "127.0.0.1/32");
+    s.write(&text);
     let (code, body) = s.reload().await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body["cut_connections"], 1);
-    let close = s.gw.conn_close(&open3["conn"]).await;
-    assert_eq!(close["close_reason"], "reload");
+    assert_eq!(body["cut_connections"], 3, "{body}");
+    for open in [&open3, &open4, &open6] {
+        assert_eq!(s.gw.conn_close(&open["conn"]).await["close_reason"], "reload", "{open}");
+    }
+    drop(admin_session);
     let reload = s.gw.wait_record(|r| r["event"] == "config.reload").await;
-    assert_eq!(reload["cut_connections"], 1);
+    assert_eq!(reload["cut_connections"], 3);
 
     // The other connection was not touched: same connection, next request.
     let req = http::Request::get("/second").header("host", "nas.test").body(Full::new(Bytes::new())).unwrap();
@@ -278,11 +315,60 @@ async fn reload_keeps_open_windows() {
     let req = http::Request::get("/again").header("host", "nas.test").body(Full::new(Bytes::new())).unwrap();
     assert_eq!(tokio::time::timeout(DEADLINE, rides.send_request(req)).await.unwrap().unwrap().status(), 200);
 
-    // Revoking the window still cuts the connection riding it.
-    let (code, _) = s.gw.api("127.0.0.1", "POST", &format!("/api/v1/windows/{id}/revoke"), &s.token, None).await;
-    assert_eq!(code, 200);
+    // A reload that takes away the service's window_max closes what its windows opened.
+    s.write(&text.replace("window_max = \"1h\"\n", ""));
+    let (code, body) = s.reload().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["cut_connections"], 1, "{body}");
     let open = s.gw.conn_open_from("127.0.0.5").await;
-    assert_eq!(s.gw.conn_close(&open["conn"]).await["close_reason"], "window-ended");
+    assert_eq!(s.gw.conn_close(&open["conn"]).await["close_reason"], "reload");
+    assert_eq!(s.status("127.0.0.5").await, None, "no window opens nas any more");
+    let _ = id;
+}
+
+/// A connection decided on the old snapshot whose TLS handshake finishes after the
+/// reload's re-check is still cut (it checks itself when it registers).
+#[tokio::test]
+async fn a_handshake_in_flight_during_a_reload_does_not_escape_the_cut() {
+    use std::io::{Read, Write};
+    let s = setup(&["127.0.0.2/32", "127.0.0.3/32"]).await;
+    let tcp = tcp_from(ip("127.0.0.3"), s.gw.addr("https")).await.unwrap();
+    let mut sock = tcp.into_std().unwrap();
+    sock.set_nonblocking(false).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let cfg = Arc::new(s.gw.client().config(&[b"http/1.1"], &[&rustls::version::TLS13]));
+    let mut conn = rustls::ClientConnection::new(cfg, "nas.test".try_into().unwrap()).unwrap();
+    while conn.wants_write() {
+        conn.write_tls(&mut sock).unwrap();
+    }
+    // The server's first flight arrives only after it decided, on the old snapshot.
+    let sock = tokio::task::spawn_blocking(move || {
+        let mut b = [0u8; 1];
+        sock.peek(&mut b).unwrap();
+        sock
+    })
+    .await
+    .unwrap();
+
+    s.write(&s.config(&["127.0.0.2/32"], ""));
+    let (code, body) = s.reload().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.status("127.0.0.3").await, None, "127.0.0.3 is refused now");
+
+    let first_line = tokio::task::spawn_blocking(move || {
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let _ = tls.write_all(b"GET /escaped HTTP/1.1\r\nhost: nas.test\r\nconnection: close\r\n\r\n");
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).lines().next().unwrap_or("").to_string()
+    })
+    .await
+    .unwrap();
+    assert!(!first_line.contains(" 200 "), "escaped the reload's cut: {first_line}");
+    let cut =
+        s.gw.wait_record(|r| r["event"] == "conn.close" && r["src_ip"] == "127.0.0.3" && r["close_reason"] == "reload")
+            .await;
+    assert!(!s.gw.records().iter().any(|r| r["event"] == "http.request" && r["path"] == "/escaped"), "{cut}");
 }
 
 #[tokio::test]

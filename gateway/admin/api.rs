@@ -393,7 +393,12 @@ async fn reload(state: &AdminState, account: &Account, actor: &Actor) -> Result<
     if account.role != Role::Admin {
         return Err(ApiError::forbidden("only admins may reload the config"));
     }
-    match state.reloader.reload(crate::reload::Trigger::Api, actor).await {
+    // In a task of its own: a client that hangs up must not cancel a reload halfway.
+    let (reloader, actor) = (state.reloader.clone(), actor.clone());
+    let done = tokio::spawn(async move { reloader.reload(crate::reload::Trigger::Api, &actor).await }).await.map_err(
+        |_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload", "the reload task failed; see the log"),
+    )?;
+    match done {
         Ok(done) => Ok(json(StatusCode::OK, &done)),
         Err(errors) => Ok(json(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -18,6 +18,12 @@ pub const LISTENER: &str = "admin";
 /// An admin session with no traffic for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(15 * 60);
 
+/// Whether the admin listener admits `src` under `policy` and `dynamic` (not blocked,
+/// in `[admin].allow`).
+pub fn admits(policy: &crate::policy::Policy, dynamic: &super::api::AdminDynamic, src: std::net::IpAddr) -> bool {
+    !policy.blocked.contains(src) && dynamic.allow.contains(src)
+}
+
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, state: Arc<AdminState>) {
     loop {
         let accepted = tokio::select! {
@@ -44,7 +50,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
         src: policy::normalize(peer.ip()),
         src_port: peer.port(),
         dst: stream.local_addr().unwrap_or(peer),
+        via: None,
     };
+    let generation = shared.generation();
     let policy = shared.policy.load_full();
     let zone_from = policy.zones[policy.zone_of(peer.src)].name.clone();
     let mut names = OpenNames {
@@ -55,7 +63,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
         window: None,
         identity: None,
     };
-    let mut hello = Hello { proto: "tcp", ..Hello::default() };
+    let mut hello = Hello { proto: "tcp", generation, ..Hello::default() };
 
     let refusal = if policy.blocked.contains(peer.src) {
         Some(Reason::Blocked)
@@ -108,6 +116,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
         None,
         IDLE,
     );
+    // A reload that ran since this connection was admitted may have narrowed the allow list.
+    if shared.generation() != generation && !admits(&shared.policy.load(), &state.dynamic.load(), peer.src) {
+        record.revoke(crate::listener::CloseReason::Reload);
+    }
     let src = peer.src;
     let svc = hyper::service::service_fn(move |req| {
         let state = state.clone();

@@ -99,6 +99,9 @@ pub struct ConnOpen {
     pub identity: Option<String>,
     pub tls_version: Option<&'static str>,
     pub sni: Option<String>,
+    /// The trusted load balancer whose PROXY header named `src_ip` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxied_by: Option<IpAddr>,
 }
 
 /// A connection that was allowed has ended.

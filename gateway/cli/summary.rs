@@ -83,6 +83,9 @@ pub fn summarize(cfg: &Config) -> String {
             l.kind.as_str(),
             p.zones[l.zone].name
         );
+        if let Some(peers) = &l.proxy_protocol {
+            let _ = writeln!(o, "  {:<14} PROXY header required from {}", "", peers.sources.join(", "));
+        }
     }
     let _ = writeln!(o, "\nzone rules (unlisted pairs: deny)");
     for from in 0..p.zones.len() {
@@ -105,7 +108,19 @@ pub fn summarize(cfg: &Config) -> String {
             Access::Deny => "nobody".to_string(),
         };
         let _ = writeln!(o, "  {}", s.name);
-        let _ = writeln!(o, "    reached at   https://{{{}}} on {} ({})", s.hosts.join(","), l.name, l.bind);
+        match s.guard {
+            None => {
+                let _ = writeln!(o, "    reached at   https://{{{}}} on {} ({})", s.hosts.join(","), l.name, l.bind);
+            }
+            Some(g) => {
+                let names = if s.hosts.is_empty() { String::new() } else { format!(" for {{{}}}", s.hosts.join(",")) };
+                let speaks = match g {
+                    crate::proxy::guard::Guard::None => "anything: PLAINTEXT ALLOWED (guard none)".to_string(),
+                    g => format!("{} only (guard)", g.as_str()),
+                };
+                let _ = writeln!(o, "    reached at   tcp {} ({}){names}; clients must speak {speaks}", l.name, l.bind);
+            }
+        }
         let _ = writeln!(
             o,
             "    forwards to  {:?} in zone {} ({} -> {}: {})",
@@ -116,6 +131,9 @@ pub fn summarize(cfg: &Config) -> String {
             access.as_str()
         );
         let _ = writeln!(o, "    who          {who}");
+        if s.send_proxy {
+            let _ = writeln!(o, "    upstream     gets a PROXY v2 header with the client's address");
+        }
         let window = match s.window_max {
             Some(w) => format!("access windows up to {}", human_duration(w)),
             None => "no access windows".into(),

@@ -8,7 +8,7 @@ use toml::Value;
 /// Arrays of tables whose entries are named by their `name` key.
 const NAMED: &[&str] = &["listener", "service", "account"];
 
-/// A line per change, in file order of sections: `service nas: added`,
+/// A line per change, sections in name order: `service nas: added`,
 /// `service web: allow, upstream changed`, `ip_sets.maintenance: changed`,
 /// `zone_rule wan->dmz: removed`, `tls: cert changed`. Empty when nothing changed
 /// (or when either text is not TOML: the caller has already validated both).

@@ -134,6 +134,8 @@ pub struct RawListener {
     pub bind: String,
     pub zone: String,
     pub kind: String,
+    /// Peers (set names or CIDRs) whose connections start with a PROXY v1/v2 header.
+    pub proxy_protocol: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +155,10 @@ pub struct RawService {
     pub upstream_ca: Option<String>,
     /// Name checked in the upstream's certificate (default: the upstream URL's host).
     pub upstream_server_name: Option<String>,
-    /// How long to wait for the upstream's response headers.
+    /// How long to wait for the upstream's response headers (tcp: to connect).
     pub upstream_timeout: Option<String>,
+    /// tcp services: what the client must speak first: ssh, tls, rdp-tls, none.
+    pub guard: Option<String>,
+    /// tcp services: "v2" sends a PROXY v2 header to the upstream.
+    pub send_proxy: Option<String>,
 }

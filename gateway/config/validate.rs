@@ -5,6 +5,7 @@ use super::raw::{RawConfig, RawService};
 use super::units::{parse_duration, parse_size};
 use super::*;
 use crate::policy::{Access, IpSet, Listener, ListenerKind, Policy, Service, Zone, WAN};
+use crate::proxy::guard::Guard;
 use crate::proxy::Upstream;
 use crate::tls;
 use ipnet::IpNet;
@@ -237,6 +238,9 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
         if listeners.iter().any(|x| x.name == l.name) {
             cx.err(format!("{key}.name"), format!("duplicate listener name {:?}", l.name));
         }
+        if l.name == crate::admin::server::LISTENER {
+            cx.err(format!("{key}.name"), "\"admin\" is the admin listener's name in logs and metrics; pick another");
+        }
         let bind = match l.bind.parse::<SocketAddr>() {
             Ok(b) => {
                 // Port 0 asks the system for any free port: never a clash.
@@ -259,16 +263,23 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
         });
         let kind = match l.kind.as_str() {
             "https" => ListenerKind::Https,
-            "tcp" => {
-                cx.err(format!("{key}.kind"), "\"tcp\" listeners are not supported by this version yet");
-                ListenerKind::Https
-            }
+            "tcp" => ListenerKind::Tcp,
             other => {
-                cx.err(format!("{key}.kind"), format!("{other:?} must be \"https\""));
+                cx.err(format!("{key}.kind"), format!("{other:?} must be \"https\" or \"tcp\""));
                 ListenerKind::Https
             }
         };
-        listeners.push(Listener { name: l.name.clone(), bind, zone, kind });
+        let proxy_protocol = l.proxy_protocol.as_ref().map(|peers| {
+            if peers.is_empty() {
+                cx.err(
+                    format!("{key}.proxy_protocol"),
+                    "an empty list trusts nobody: name the load balancers' addresses, or remove the key",
+                );
+            }
+            let set = resolve_sources(&mut cx, &format!("{key}.proxy_protocol"), peers, &sets);
+            crate::policy::ProxyPeers { set, sources: peers.clone() }
+        });
+        listeners.push(Listener { name: l.name.clone(), bind, zone, kind, proxy_protocol });
     }
 
     // [[service]]
@@ -286,6 +297,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
         }
     }
 
+    check_tcp_listeners(&mut cx, &listeners, &services, &raw);
     let admin = raw.admin.as_ref().map(|a| validate_admin(&mut cx, a, &sets, &listeners));
     let windows = validate_windows(&mut cx, &raw);
     let accounts = validate_accounts(&mut cx, &raw, &services);
@@ -453,9 +465,23 @@ fn validate_service(
             format!("unknown listener {:?} (listeners: {})", s.listener, known.join(", ")),
         );
     }
-    if s.hosts.is_empty() {
+    let kind = listener.map(|l| listeners[l].kind);
+    if s.hosts.is_empty() && kind == Some(ListenerKind::Https) {
         cx.err(format!("{key}.hosts"), "an https service needs at least one host name (SNI and Host must match it)");
     }
+    let guard = validate_guard(cx, &key, s, kind);
+    let send_proxy = match (s.send_proxy.as_deref(), kind) {
+        (None, _) => false,
+        (Some("v2"), Some(ListenerKind::Tcp)) => true,
+        (Some("v2"), _) => {
+            cx.err(format!("{key}.send_proxy"), "only tcp services send a PROXY header to their upstream");
+            false
+        }
+        (Some(other), _) => {
+            cx.err(format!("{key}.send_proxy"), format!("{other:?} must be \"v2\""));
+            false
+        }
+    };
     let mut hosts = Vec::new();
     for (j, h) in s.hosts.iter().enumerate() {
         let h = h.trim_end_matches('.').to_ascii_lowercase();
@@ -537,6 +563,21 @@ fn validate_service(
         }
         None => None,
     };
+    if let (Some(u), Some(kind)) = (&upstream, kind) {
+        let tcp = u.scheme == crate::proxy::Scheme::Tcp;
+        if tcp != (kind == ListenerKind::Tcp) {
+            let want = if kind == ListenerKind::Tcp { "tcp://HOST:PORT" } else { "http:// or https://" };
+            cx.err(
+                format!("{key}.upstream"),
+                format!(
+                    "{:?}: service {:?} is on a {} listener, so its upstream is {want}",
+                    s.upstream,
+                    s.name,
+                    kind.as_str()
+                ),
+            );
+        }
+    }
     if let Some(u) = &upstream {
         if u.scheme == crate::proxy::Scheme::Http {
             cx.warn(
@@ -582,7 +623,78 @@ fn validate_service(
         window_max,
         idle_timeout,
         upstream_timeout,
+        guard,
+        send_proxy,
     })
+}
+
+/// `guard`: required (and explicit) for tcp services, refused for https ones.
+fn validate_guard(cx: &mut Ctx, key: &str, s: &RawService, kind: Option<ListenerKind>) -> Option<Guard> {
+    match (s.guard.as_deref(), kind) {
+        (None, Some(ListenerKind::Tcp)) => {
+            cx.err(
+                format!("{key}.guard"),
+                "a tcp service must say what its clients speak first: \"ssh\", \"tls\", \"rdp-tls\", or \"none\" (plaintext allowed)",
+            );
+            None
+        }
+        (None, _) => None,
+        (Some(_), Some(ListenerKind::Https)) => {
+            cx.err(format!("{key}.guard"), "only tcp services have a guard (https services are TLS-terminated)");
+            None
+        }
+        (Some(g), _) => match Guard::parse(g) {
+            Some(Guard::None) => {
+                cx.warn(
+                    &format!("{key}.guard"),
+                    format!(
+                        "\"none\": service {:?} accepts any bytes, plaintext included (not TLS-only transport, MOE-18)",
+                        s.name
+                    ),
+                );
+                Some(Guard::None)
+            }
+            Some(g) => Some(g),
+            None => {
+                cx.err(format!("{key}.guard"), format!("{g:?} must be \"ssh\", \"tls\", \"rdp-tls\" or \"none\""));
+                None
+            }
+        },
+    }
+}
+
+/// A tcp listener serves one service, or several `guard = "tls"` services told apart
+/// by SNI (each with hosts).
+fn check_tcp_listeners(cx: &mut Ctx, listeners: &[Listener], services: &[Service], raw: &RawConfig) {
+    for (id, l) in listeners.iter().enumerate() {
+        if l.kind != ListenerKind::Tcp {
+            continue;
+        }
+        let key = format!("listener[{id}]");
+        let on: Vec<&Service> = services.iter().filter(|s| s.listener == id).collect();
+        let index_of = |name: &str| raw.services.iter().position(|r| r.name == name).unwrap_or(0);
+        match on.as_slice() {
+            [] => cx.warn(&key, format!("tcp listener {:?} has no service: every connection is refused", l.name)),
+            [one] if !one.hosts.is_empty() && one.guard != Some(Guard::Tls) => cx.err(
+                format!("service[{}].hosts", index_of(&one.name)),
+                "only guard = \"tls\" services are routed by name (SNI); remove hosts",
+            ),
+            [_] => {}
+            many => {
+                for s in many {
+                    if s.guard != Some(Guard::Tls) || s.hosts.is_empty() {
+                        cx.err(
+                            format!("service[{}].listener", index_of(&s.name)),
+                            format!(
+                                "tcp listener {:?} has several services: each must be guard = \"tls\" with hosts (routed by SNI)",
+                                l.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Resolve a list of set names and CIDRs into one set.

@@ -64,6 +64,8 @@ pub(crate) struct Peer {
     pub src: IpAddr,
     pub src_port: u16,
     pub dst: SocketAddr,
+    /// The trusted proxy that sent a PROXY header naming `src`, if one did.
+    pub via: Option<IpAddr>,
 }
 
 /// An allowed connection. Dropping the last reference writes `conn.close`, so the
@@ -132,6 +134,33 @@ impl ConnRecord {
         });
         shared.register(&record);
         record
+    }
+
+    /// Whether `policy` still lets this connection reach the same service; one that now
+    /// rides a window is also cut when that window ends. (Reloads ask this.)
+    pub fn allowed_by(self: &Arc<Self>, policy: &Policy, now: jiff::Timestamp) -> bool {
+        let Some(lid) = policy.listener_id(&self.listener) else {
+            return false;
+        };
+        let info = policy::ConnInfo { listener: lid, src: self.src, sni: self.sni.as_deref() };
+        let d = policy::decide(policy, &info, now);
+        if !d.allowed() || d.service.map(|s| policy.services[s].name.as_str()) != Some(self.service.as_str()) {
+            return false;
+        }
+        if let Some(w) = d.window.and_then(|w| policy.windows.get(w)) {
+            self.also_cut_by(w);
+        }
+        true
+    }
+
+    /// A connection decided on a snapshot of reload generation `decided_in` may have
+    /// registered after that reload re-checked the live connections: check it here.
+    pub fn recheck_if_stale(self: &Arc<Self>, decided_in: u64) {
+        if self.shared.generation() != decided_in
+            && !self.allowed_by(&self.shared.policy.load_full(), jiff::Timestamp::now())
+        {
+            self.revoke(CloseReason::Reload);
+        }
     }
 
     /// Close this connection now for `reason` (a reload or a block took its access).
@@ -240,6 +269,8 @@ impl Drop for ConnRecord {
 /// What the pre-serve phases learned, for the `conn.open` record.
 #[derive(Default)]
 pub(crate) struct Hello {
+    /// The reload generation read before the deciding snapshot was loaded.
+    pub generation: u64,
     pub proto: &'static str,
     pub sni: Option<String>,
     pub tls_version: Option<&'static str>,
@@ -248,11 +279,12 @@ pub(crate) struct Hello {
 pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let mut policy = shared.policy.load_full();
-    let peer = Peer {
+    let mut peer = Peer {
         conn: shared.next_conn_id(),
         src: policy::normalize(peer.ip()),
         src_port: peer.port(),
         dst: stream.local_addr().unwrap_or(peer),
+        via: None,
     };
     // A reload may have removed the listener since this connection was accepted.
     let Some(mut lid) = policy.listener_id(&name) else {
@@ -268,10 +300,32 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, 
         shared.metrics.connections.with_label_values(&[name, "", "deny", Reason::LogFull.as_str()]).inc();
         return;
     }
+    // Behind a trusted load balancer the client's address comes from its PROXY header.
+    if let Some(trusted) = &policy.listeners[lid].proxy_protocol {
+        if trusted.set.contains(peer.src) {
+            let read = tokio::time::timeout(shared.handshake_timeout, read_proxy_header(&stream)).await;
+            match read.unwrap_or(Err("no PROXY header in time")) {
+                Ok(Some(a)) => {
+                    peer.via = Some(peer.src);
+                    (peer.src, peer.src_port, peer.dst) = (policy::normalize(a.src.ip()), a.src.port(), a.dst);
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    tracing::debug!(conn = peer.conn, why, "PROXY header refused");
+                    let hello = Hello { proto: "tcp", ..Hello::default() };
+                    let d = Decision::deny(zone_from, Reason::Guard);
+                    return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
+                }
+            }
+        }
+    }
     // A blocked source is refused before a byte is read.
     if policy.blocked.contains(peer.src) {
         let hello = Hello { proto: "tcp", ..Hello::default() };
         return record_open(&shared, &policy, lid, &peer, &hello, &Decision::deny(zone_from, Reason::Blocked)).await;
+    }
+    if policy.listeners[lid].kind == policy::ListenerKind::Tcp {
+        return super::tcp::handle(stream, peer, lid, policy, shared).await;
     }
 
     let counts = Arc::new(ByteCounts::default());
@@ -280,8 +334,10 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, 
         shared.handshake_timeout,
         handshake(stream, counts.clone(), &shared, &mut policy, &mut lid, &peer, &mut hello),
     )
-    .await
-    .unwrap_or(Err(Decision::deny(zone_from, Reason::TlsHandshake)));
+    .await;
+    // On timeout, `policy` and `lid` may already be the decision's (newer) snapshot:
+    // take the zone from there, never an index from the accept-time snapshot.
+    let outcome = outcome.unwrap_or_else(|_| Err(Decision::deny(policy.listeners[lid].zone, Reason::TlsHandshake)));
     let (tls, decision) = match outcome {
         Ok(ok) => ok,
         Err(denied) => {
@@ -296,13 +352,29 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, 
     let Some(service_id) = decision.service else {
         return;
     };
-    let service = &policy.services[service_id];
-    let listener_name = policy.listeners[lid].name.clone();
-    let window = decision.window.and_then(|w| policy.windows.get(w));
+    let Some(record) = start_record(&shared, &policy, lid, &peer, &hello, &decision, counts) else {
+        return;
+    };
+    serve(tls, record, policy.clone(), service_id).await;
+}
+
+/// The record of a connection just allowed by `d`, or `None` if it must close before a
+/// byte is relayed: its window ended, or a reload took its access, since the decision.
+pub(crate) fn start_record(
+    shared: &Arc<Shared>,
+    policy: &Policy,
+    lid: ListenerId,
+    peer: &Peer,
+    hello: &Hello,
+    d: &Decision,
+    counts: Arc<ByteCounts>,
+) -> Option<Arc<ConnRecord>> {
+    let service = &policy.services[d.service?];
+    let window = d.window.and_then(|w| policy.windows.get(w));
     let record = ConnRecord::new(
-        &shared,
+        shared,
         peer.conn,
-        listener_name,
+        policy.listeners[lid].name.clone(),
         service.name.clone(),
         (peer.src, peer.src_port),
         hello.sni.clone(),
@@ -311,11 +383,11 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, 
         service.idle_timeout,
     );
     if record.cut.is_cancelled() {
-        // Its window closed between the decision and now: not a single request.
         record.set_close_reason(CloseReason::WindowEnded);
-        return;
+        return None;
     }
-    serve(tls, record, policy.clone(), service_id).await;
+    record.recheck_if_stale(hello.generation);
+    (!record.revoked.is_cancelled()).then_some(record)
 }
 
 /// Phases sniff, hello, decide and handshake. On refusal, the decision to log.
@@ -348,6 +420,7 @@ async fn handshake(
     // Decide on the snapshot of now, not of accept time: a window revoked while the
     // client was slow to send its ClientHello must not let it in.
     // A reload may have renumbered the listeners or removed this one.
+    hello.generation = shared.generation();
     let fresh = shared.policy.load_full();
     let Some(fresh_lid) = fresh.listener_id(&policy.listeners[*lid].name) else {
         return Err(deny(Reason::NoRoute));
@@ -389,6 +462,8 @@ pub(crate) fn tls_version<S>(tls: &TlsStream<S>) -> Option<&'static str> {
 pub(crate) async fn sniff(stream: &TcpStream) -> Result<bool, (Reason, &'static str)> {
     let mut head = [0u8; 11];
     match stream.peek(&mut head).await {
+        // A PROXY header from a peer the listener does not trust (or a second one).
+        Ok(n) if n >= 1 && super::proxy_protocol::looks_like_header(&head[..n]) => Err((Reason::Guard, "tcp")),
         Ok(n) if n >= 1 && head[0] != 0x16 => Err((Reason::TlsRequired, "plain")),
         Ok(n) if n >= 1 => Ok(n == head.len() && head[5] == 0x01 && u16::from_be_bytes([head[9], head[10]]) < 0x0303),
         _ => Err((Reason::TlsHandshake, "tls")),
@@ -434,7 +509,56 @@ async fn removed_listener(shared: &Shared, policy: &Policy, name: &str, peer: &P
     write_open(shared, &names, peer, &hello, policy::Action::Deny, Reason::NoRoute).await;
 }
 
-async fn record_open(shared: &Shared, policy: &Policy, lid: ListenerId, peer: &Peer, hello: &Hello, d: &Decision) {
+/// Read a PROXY v1 or v2 header, consuming exactly its bytes (what follows is the
+/// client's and stays in the socket). `Ok(None)`: a LOCAL/UNKNOWN header (the peer
+/// speaks for itself).
+async fn read_proxy_header(stream: &TcpStream) -> Result<Option<super::proxy_protocol::Addresses>, &'static str> {
+    use super::proxy_protocol::{parse, Parsed, MAX_HEADER};
+    let mut buf = [0u8; MAX_HEADER];
+    let mut have = 0;
+    loop {
+        // Peek what is there, then consume exactly the header: nothing past it is read.
+        stream.readable().await.map_err(|_| "connection failed")?;
+        let n = match stream.peek(&mut buf).await {
+            Ok(0) => return Err("closed before a PROXY header"),
+            Ok(n) => n,
+            Err(_) => return Err("connection failed"),
+        };
+        match parse(&buf[..n]) {
+            Parsed::Header { len, addrs } => {
+                let mut sink = [0u8; MAX_HEADER];
+                let mut taken = 0;
+                while taken < len {
+                    stream.readable().await.map_err(|_| "connection failed")?;
+                    match stream.try_read(&mut sink[taken..len]) {
+                        Ok(0) => return Err("closed inside a PROXY header"),
+                        Ok(k) => taken += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(_) => return Err("connection failed"),
+                    }
+                }
+                return Ok(addrs);
+            }
+            Parsed::Invalid(why) => return Err(why),
+            Parsed::NeedMore if n >= MAX_HEADER => return Err("PROXY header too long"),
+            Parsed::NeedMore if n == have => {
+                // Nothing new since the last peek: wait a moment for more bytes
+                // (peek does not wait while some bytes are already there).
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Parsed::NeedMore => have = n,
+        }
+    }
+}
+
+pub(crate) async fn record_open(
+    shared: &Shared,
+    policy: &Policy,
+    lid: ListenerId,
+    peer: &Peer,
+    hello: &Hello,
+    d: &Decision,
+) {
     let window = d.window.and_then(|w| policy.windows.get(w));
     let names = OpenNames {
         listener: &policy.listeners[lid].name,
@@ -491,6 +615,7 @@ pub(crate) async fn write_open(
             identity: owned(n.identity),
             tls_version: hello.tls_version,
             sni: hello.sni.clone(),
+            proxied_by: peer.via,
         }))
         .await;
 }

@@ -10,6 +10,7 @@
 pub(crate) mod conn;
 pub mod io;
 pub mod proxy_protocol;
+pub(crate) mod tcp;
 
 pub use conn::{CloseReason, ConnRecord};
 
@@ -64,6 +65,8 @@ pub struct Shared {
     next_conn: AtomicU64,
     /// Every allowed connection still open, by id: a reload re-decides them.
     live: Mutex<HashMap<u64, Weak<ConnRecord>>>,
+    /// Bumped by each reload after its new snapshot is in place.
+    generation: AtomicU64,
 }
 
 impl Shared {
@@ -102,11 +105,22 @@ impl Shared {
             tasks: TaskTracker::new(),
             next_conn: AtomicU64::new(start_ms.saturating_mul(1_000_000)),
             live: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         })
     }
 
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Read before a connection's deciding snapshot is loaded; see
+    /// [`ConnRecord::recheck_if_stale`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     fn register(&self, record: &Arc<ConnRecord>) {

@@ -62,12 +62,15 @@ impl Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
     Https,
+    /// Layer 4: bytes relayed after the service's protocol guard.
+    Tcp,
 }
 
 impl ListenerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ListenerKind::Https => "https",
+            ListenerKind::Tcp => "tcp",
         }
     }
 }
@@ -79,6 +82,17 @@ pub struct Listener {
     /// Zone the clients of this listener come from.
     pub zone: ZoneId,
     pub kind: ListenerKind,
+    /// Peers whose connections start with a PROXY header (then the client address is
+    /// taken from it); `None`: PROXY headers are refused.
+    pub proxy_protocol: Option<ProxyPeers>,
+}
+
+/// The trusted senders of PROXY headers on a listener.
+#[derive(Debug)]
+pub struct ProxyPeers {
+    pub set: IpSet,
+    /// As written (set names and CIDRs), for summaries.
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -105,6 +119,10 @@ pub struct Service {
     pub window_max: Option<Duration>,
     pub idle_timeout: Duration,
     pub upstream_timeout: Duration,
+    /// tcp services: what the client must send before a byte reaches the upstream.
+    pub guard: Option<crate::proxy::guard::Guard>,
+    /// tcp services: send a PROXY v2 header to the upstream first.
+    pub send_proxy: bool,
 }
 
 /// The whole decision state at one moment.
@@ -133,6 +151,9 @@ pub struct Rules {
     matrix: Vec<Access>,
     /// Per listener: lowercase host -> service.
     routes: Vec<HashMap<String, ServiceId>>,
+    /// Per listener: the service a connection reaches without a name (a tcp listener's
+    /// one service that lists no hosts).
+    defaults: Vec<Option<ServiceId>>,
 }
 
 /// Why a connection was let in or refused. The names are the log's `reason` values.
@@ -225,7 +246,8 @@ pub fn decide(policy: &Policy, conn: &ConnInfo<'_>, now: jiff::Timestamp) -> Dec
     if policy.blocked.contains(conn.src) {
         return Decision::deny(zone_from, Reason::Blocked);
     }
-    let Some(service_id) = conn.sni.and_then(|sni| policy.route(conn.listener, sni)) else {
+    let routed = conn.sni.and_then(|sni| policy.route(conn.listener, sni));
+    let Some(service_id) = routed.or(policy.defaults[conn.listener]) else {
         return Decision::deny(zone_from, Reason::NoRoute);
     };
     let service = &policy.services[service_id];
@@ -264,12 +286,17 @@ impl Policy {
             matrix[from * n + to] = access;
         }
         let mut routes = vec![HashMap::new(); listeners.len()];
+        let mut defaults = vec![None; listeners.len()];
         for (id, s) in services.iter().enumerate() {
             for h in &s.hosts {
                 routes[s.listener].insert(h.to_ascii_lowercase(), id);
             }
+            let alone = services.iter().filter(|o| o.listener == s.listener).count() == 1;
+            if listeners[s.listener].kind == ListenerKind::Tcp && s.hosts.is_empty() && alone {
+                defaults[s.listener] = Some(id);
+            }
         }
-        let rules = Rules { zones, listeners, services, blocked, matrix, routes };
+        let rules = Rules { zones, listeners, services, blocked, matrix, routes, defaults };
         Policy { rules: Arc::new(rules), windows: Arc::new(WindowIndex::default()) }
     }
 
@@ -303,6 +330,11 @@ impl Rules {
     /// Zone of an address, by the configured zone networks (`wan` if none).
     pub fn zone_of(&self, ip: IpAddr) -> ZoneId {
         self.zones.iter().position(|z| z.networks.contains(ip)).unwrap_or(WAN)
+    }
+
+    /// The service a connection on `listener` reaches without a name, if there is one.
+    pub fn default_service(&self, listener: ListenerId) -> Option<ServiceId> {
+        self.defaults[listener]
     }
 
     pub fn listener_id(&self, name: &str) -> Option<ListenerId> {

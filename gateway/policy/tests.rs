@@ -148,6 +148,8 @@ fn service(name: &str, listener: ListenerId, hosts: &[&str], zone: ZoneId, allow
         window_max: None,
         idle_timeout: Duration::from_secs(60),
         upstream_timeout: Duration::from_secs(30),
+        guard: None,
+        send_proxy: false,
     }
 }
 
@@ -163,6 +165,7 @@ fn listeners() -> Vec<Listener> {
             bind: bind.parse().unwrap(),
             zone: *zone,
             kind: ListenerKind::Https,
+            proxy_protocol: None,
         })
         .collect()
 }

@@ -16,6 +16,8 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 pub enum Scheme {
     Http,
     Https,
+    /// Layer 4 (tcp listeners): bytes relayed as they are.
+    Tcp,
 }
 
 impl Scheme {
@@ -23,6 +25,7 @@ impl Scheme {
         match self {
             Scheme::Http => "http",
             Scheme::Https => "https",
+            Scheme::Tcp => "tcp",
         }
     }
 }
@@ -47,8 +50,9 @@ impl std::fmt::Debug for Upstream {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Upstream {
-    /// Parse `http://host:port` or `https://host:port` (no path). `tls` verifies https
-    /// upstreams; `server_name` overrides the name checked in the upstream's certificate.
+    /// Parse `http://host:port`, `https://host:port` or `tcp://host:port` (no path).
+    /// `tls` verifies https upstreams; `server_name` overrides the name checked in the
+    /// upstream's certificate. (A tcp upstream's HTTP client is never used.)
     pub fn new(
         url: &str,
         tls: Arc<rustls::ClientConfig>,
@@ -58,9 +62,12 @@ impl Upstream {
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::Http,
             Some("https") => Scheme::Https,
-            Some("tcp") => return Err("tcp:// upstreams need a tcp listener".into()),
-            _ => return Err("must start with http:// or https://".into()),
+            Some("tcp") => Scheme::Tcp,
+            _ => return Err("must start with http://, https:// or tcp://".into()),
         };
+        if scheme == Scheme::Tcp && uri.port_u16().is_none() {
+            return Err("needs a port (tcp://HOST:PORT)".into());
+        }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err("must not have a path or query (requests keep their own)".into());
         }

@@ -216,8 +216,15 @@ impl WindowManager {
 
     /// [`Self::publish`] on the rules of `current`.
     fn publish_on(&self, current: &Policy, live: &mut HashMap<String, Live>) {
-        let service_ids: HashMap<&str, usize> =
-            current.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        // Only services that windows may open (window_max set): a reload that removes a
+        // service's window_max closes its windows' access too.
+        let service_ids: HashMap<&str, usize> = current
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.window_max.is_some())
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         let mut entries = Vec::new();
         for l in live.values() {
             let w = &l.window;

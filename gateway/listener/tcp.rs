@@ -1,0 +1,191 @@
+//! A connection on a `tcp` listener (SSH, RDP, TLS passthrough):
+//!
+//! ```text
+//! decide (no name needed: before a byte is read) ─▶ guard (what the client speaks, 5 s)
+//!   ─▶ decide again on the snapshot of now (with the SNI a tls guard found)
+//!   ─▶ connect upstream ─▶ [PROXY v2] + the guard's bytes unchanged ─▶ relay
+//! ```
+//! The relay copies both ways through fixed 16 KiB buffers, passes half-closes on, and
+//! ends on idle timeout, window end, revocation or shutdown like an HTTP connection.
+
+use super::conn::{record_open, start_record, CloseReason, ConnRecord, Hello, Peer};
+use super::io::{ByteCounts, Counted};
+use super::Shared;
+use crate::policy::{self, Decision, ListenerId, Policy, Reason};
+use crate::proxy::guard::{self, Guard, Verdict};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a client has to send what its service's guard needs.
+pub const GUARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Relay buffer per direction.
+const BUF: usize = 16 * 1024;
+
+pub(super) async fn handle(stream: TcpStream, peer: Peer, lid: ListenerId, policy: Arc<Policy>, shared: Arc<Shared>) {
+    let counts = Arc::new(ByteCounts::default());
+    let (read, write) = stream.into_split();
+    let mut client_r = Counted::new(read, counts.clone());
+    let client_w = Counted::new(write, counts.clone());
+    let mut hello = Hello { proto: "tcp", ..Hello::default() };
+    let zone_from = policy.listeners[lid].zone;
+    let info = |sni| policy::ConnInfo { listener: lid, src: peer.src, sni };
+
+    // A listener with one nameless service is decided before a byte is read: a source
+    // that may not connect learns nothing, and its bytes are never parsed.
+    let (guard, early) = match policy.default_service(lid) {
+        Some(_) => {
+            let d = policy::decide(&policy, &info(None), jiff::Timestamp::now());
+            if !d.allowed() {
+                return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
+            }
+            (d.service.and_then(|s| policy.services[s].guard).unwrap_or(Guard::Tls), Some(d))
+        }
+        // Several services on one listener are told apart by the ClientHello's SNI.
+        None => (Guard::Tls, None),
+    };
+    let mut first = Vec::new();
+    let read = tokio::time::timeout(GUARD_TIMEOUT, read_guard(&mut client_r, guard, &mut first)).await;
+    match read.unwrap_or(Err("nothing decisive within 5 s")) {
+        Ok(sni) => hello.sni = sni,
+        Err(why) => {
+            tracing::debug!(conn = peer.conn, guard = guard.as_str(), why, "guard refused the connection");
+            let d = early.unwrap_or_else(|| Decision::deny(zone_from, Reason::Guard));
+            let d = Decision { action: policy::Action::Deny, reason: Reason::Guard, window: None, ..d };
+            return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
+        }
+    }
+    // Decide on the snapshot of now: the guard may have taken seconds.
+    hello.generation = shared.generation();
+    let fresh = shared.policy.load_full();
+    let Some(lid) = fresh.listener_id(&policy.listeners[lid].name) else {
+        let d = Decision::deny(zone_from, Reason::NoRoute);
+        return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
+    };
+    let policy = fresh;
+    let d = policy::decide(
+        &policy,
+        &policy::ConnInfo { listener: lid, src: peer.src, sni: hello.sni.as_deref() },
+        jiff::Timestamp::now(),
+    );
+    let service = d.service.map(|s| &policy.services[s]);
+    if let Some(svc) = service {
+        // A guard other than the one read (an SNI-routed listener is all tls).
+        if d.allowed() && svc.guard.is_some_and(|g| g != guard && g != Guard::None) {
+            let d = Decision { action: policy::Action::Deny, reason: Reason::Guard, ..d };
+            return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
+        }
+    }
+    record_open(&shared, &policy, lid, &peer, &hello, &d).await;
+    let (Some(service), true) = (service, d.allowed()) else {
+        return;
+    };
+    let Some(record) = start_record(&shared, &policy, lid, &peer, &hello, &d, counts) else {
+        return;
+    };
+    let target = service.upstream.authority.as_str();
+    let upstream = match tokio::time::timeout(service.upstream_timeout, TcpStream::connect(target)).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
+            tracing::warn!(conn = peer.conn, service = %service.name, upstream = target, error = %e, "upstream connect failed");
+            record.set_close_reason(CloseReason::Error);
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(conn = peer.conn, service = %service.name, upstream = target, "upstream connect timed out");
+            record.set_close_reason(CloseReason::Error);
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if let Ok(addr) = upstream.peer_addr() {
+        let _ = record.upstream.set(addr);
+    }
+    let (up_r, mut up_w) = upstream.into_split();
+    let mut preface = Vec::new();
+    if service.send_proxy {
+        preface = super::proxy_protocol::encode_v2(super::proxy_protocol::Addresses {
+            src: std::net::SocketAddr::new(peer.src, peer.src_port),
+            dst: peer.dst,
+        });
+    }
+    preface.extend_from_slice(&first);
+    if up_w.write_all(&preface).await.is_err() {
+        record.set_close_reason(CloseReason::Upstream);
+        return;
+    }
+    drop((preface, first));
+    relay(client_r, client_w, up_r, up_w, &record).await;
+}
+
+/// Read until the guard decides. Ok: the SNI (tls guard); Err: why it failed.
+async fn read_guard<R: AsyncRead + Unpin>(
+    r: &mut R,
+    guard: Guard,
+    buf: &mut Vec<u8>,
+) -> Result<Option<String>, &'static str> {
+    let mut chunk = [0u8; 2048];
+    loop {
+        match guard::check(guard, buf) {
+            Verdict::Pass { sni } => return Ok(sni),
+            Verdict::Fail(why) => return Err(why),
+            Verdict::NeedMore if buf.len() >= guard::MAX_GUARD_BYTES => return Err("too many bytes without a verdict"),
+            Verdict::NeedMore => {}
+        }
+        let room = (guard::MAX_GUARD_BYTES - buf.len()).min(chunk.len());
+        let n = r.read(&mut chunk[..room]).await.map_err(|_| "read failed")?;
+        if n == 0 {
+            return Err("closed before the guard could decide");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Copy both ways until both directions end (half-closes passed on), or the connection
+/// must close. The close reason is the side that finished first.
+async fn relay<CR, CW, UR, UW>(mut cr: CR, mut cw: CW, mut ur: UR, mut uw: UW, record: &ConnRecord)
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
+{
+    let up = pump(&mut cr, &mut uw);
+    let down = pump(&mut ur, &mut cw);
+    tokio::pin!(up, down);
+    let idle = record.idle_for(record.idle);
+    tokio::pin!(idle);
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        tokio::select! {
+            biased;
+            _ = record.must_close() => return,
+            r = &mut up, if !up_done => {
+                up_done = true;
+                record.set_close_reason(if r.is_ok() { CloseReason::Client } else { CloseReason::Error });
+            }
+            r = &mut down, if !down_done => {
+                down_done = true;
+                record.set_close_reason(if r.is_ok() { CloseReason::Upstream } else { CloseReason::Error });
+            }
+            _ = &mut idle => {
+                record.set_close_reason(CloseReason::Idle);
+                return;
+            }
+        }
+    }
+}
+
+/// One direction: read into a fixed buffer, write it all, and pass EOF on as a
+/// half-close.
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, w: &mut W) -> std::io::Result<()> {
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return w.shutdown().await;
+        }
+        w.write_all(&buf[..n]).await?;
+    }
+}
