@@ -2,14 +2,23 @@
 
 use std::time::Duration;
 
-/// A positive duration such as `90s`, `15m`, `8h`, `1h30m`.
+/// The longest duration a config may give: 100 years. Far beyond any sensible timeout,
+/// and far enough below the limits of `Instant` that `now + d` can never overflow (a
+/// `handshake_timeout` near jiff's maximum made every admin connection panic).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// A positive duration such as `90s`, `15m`, `8h`, `1h30m`, at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: jiff::SignedDuration =
         s.trim().parse().map_err(|_| format!("{s:?} is not a duration (write e.g. \"90s\", \"15m\", \"8h\")"))?;
     if d.is_negative() || d.is_zero() {
         return Err(format!("{s:?} must be longer than zero"));
     }
-    Duration::try_from(d).map_err(|e| format!("{s:?}: {e}"))
+    match Duration::try_from(d) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) => Err(format!("{s:?} is too long (at most 876000h, 100 years)")),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 /// A size in bytes such as `512`, `64KiB`, `256MiB`, `20GiB`, `1TiB` (also kB/MB/GB/TB).
@@ -50,6 +59,10 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        // Regression (fuzz_config): near jiff's maximum, `Instant::now() + d` panicked.
+        assert_eq!(parse_duration("876000h"), Ok(MAX_DURATION));
+        assert!(parse_duration("876001h").unwrap_err().contains("too long"));
+        assert!(parse_duration("2562047788015215h").unwrap_err().contains("too long"));
     }
 
     #[test]

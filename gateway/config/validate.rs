@@ -88,6 +88,19 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     t.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| format!("{s:?} is not a CIDR or IP address"))
 }
 
+/// A network as the policy matches it: an IPv4-mapped IPv6 network
+/// (`::ffff:10.0.0.0/104`) is the IPv4 network it maps (`10.0.0.0/8`).
+fn as_matched(net: &IpNet) -> IpNet {
+    match net.trunc() {
+        IpNet::V6(n) if n.prefix_len() >= 96 => n
+            .network()
+            .to_ipv4_mapped()
+            .and_then(|a| ipnet::Ipv4Net::new(a, n.prefix_len() - 96).ok())
+            .map_or(IpNet::V6(n), IpNet::V4),
+        other => other,
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -181,9 +194,11 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
         }
         let nets = cx.cidrs(&format!("zones.{name}"), list);
         for (other, onets) in &zone_nets {
-            if let Some((a, b)) =
-                nets.iter().find_map(|a| onets.iter().find(|b| a.contains(*b) || b.contains(a)).map(|b| (a, b)))
-            {
+            let overlap = |a: &IpNet, b: &IpNet| {
+                let (a, b) = (as_matched(a), as_matched(b));
+                a.contains(&b) || b.contains(&a)
+            };
+            if let Some((a, b)) = nets.iter().find_map(|a| onets.iter().find(|b| overlap(a, b)).map(|b| (a, b))) {
                 cx.err(
                     format!("zones.{name}"),
                     format!("{a} overlaps {b} of zone {other:?}: a host lives in one zone"),

@@ -177,3 +177,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "ipset_props.rs"]
+mod props;
