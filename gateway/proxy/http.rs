@@ -1,11 +1,12 @@
 //! The HTTP reverse proxy for one allowed connection.
 //!
-//! Per request: route check (Host / `:authority` must belong to the connection's
-//! service, else 421) -> rewrite (hop-by-hop headers out, client-sent forwarding headers
-//! out, the real client in `X-Forwarded-For` / `Forwarded`) -> forward (timeout: 504,
-//! unreachable: 502) -> respond (HSTS added) -> log `http.request` when the response
-//! body ends or is abandoned.
+//! Per request: route check (exactly one host, from Host / `:authority`; it must belong
+//! to the connection's service, else 421) -> rewrite (hop-by-hop headers out,
+//! client-sent forwarding headers out, the real client in `X-Forwarded-For` /
+//! `Forwarded`) -> forward (timeout: 504, unreachable: 502) -> respond (HSTS added) ->
+//! log `http.request` when the response body ends or is abandoned.
 
+use super::request::request_host;
 use crate::audit::{Event, HttpRequest};
 use crate::listener::{CloseReason, ConnRecord};
 use crate::policy::{Policy, ServiceId};
@@ -98,9 +99,13 @@ impl Handler {
             done: false,
         };
 
-        // Route: the host must be one of this connection's service (chosen by SNI).
-        let Some((host_index, host)) = host.and_then(|h| svc.hosts.iter().position(|s| *s == h.name).map(|i| (i, h)))
-        else {
+        // Route: one unambiguous host, and it must be one of this connection's service
+        // (chosen by SNI).
+        let host = match host {
+            Ok(h) => h,
+            Err(msg) => return Ok(local(StatusCode::BAD_REQUEST, msg, log)),
+        };
+        let Some(host_index) = svc.hosts.iter().position(|s| *s == host.name) else {
             return Ok(local(
                 StatusCode::MISDIRECTED_REQUEST,
                 "421 Misdirected Request: this host is not served on this connection\n",
@@ -237,26 +242,6 @@ impl Forwarding {
 fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
     // An address's text form is always a valid header value.
     HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
-}
-
-/// The request's host: `:authority` / absolute-form first (it is what HTTP routes on),
-/// else the Host header. `name` is lowercase without port; `value` is as sent.
-struct Host {
-    name: String,
-    value: HeaderValue,
-}
-
-fn request_host<B>(req: &Request<B>) -> Option<Host> {
-    let value = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok()?,
-        None => req.headers().get(header::HOST)?.clone(),
-    };
-    let authority: http::uri::Authority = value.to_str().ok()?.parse().ok()?;
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    let name = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    Some(Host { name, value })
 }
 
 /// `Some(protocol)` when an HTTP/1.1 request asks to switch protocols (WebSocket).

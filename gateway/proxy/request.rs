@@ -1,0 +1,89 @@
+//! What a request must be before it is forwarded, checked on the request as hyper
+//! parsed it: one unambiguous host.
+//!
+//! HTTP/1.1 reaches the upstream re-serialised by hyper's client, so the upstream sees
+//! one framing and CRLF line ends whatever the client sent; these checks cover what
+//! survives that rewrite: header names and values, and the host the request names.
+
+use http::header::{self, HeaderValue};
+use http::{Request, Version};
+
+/// The request's host: `:authority` / absolute-form first (it is what HTTP routes on),
+/// else the Host header. `name` is lowercase without port or trailing dot; `value` is
+/// as sent.
+pub(super) struct Host {
+    pub name: String,
+    pub value: HeaderValue,
+}
+
+/// The one host a request names, or why it names none (the 400 message).
+///
+/// RFC 9112 3.2: a request with no Host, more than one Host line, or a Host that is not
+/// `host[:port]` is a 400; an absolute-form target overrides Host. RFC 9113 8.3.1: an
+/// HTTP/2 Host naming another host than `:authority` is malformed (two routing keys
+/// for one request are how a downgrade to HTTP/1.1 gets confused).
+pub(super) fn request_host<B>(req: &Request<B>) -> Result<Host, &'static str> {
+    const MISSING: &str = "400 Bad Request: the request names no host\n";
+    const SEVERAL: &str = "400 Bad Request: more than one Host header\n";
+    const INVALID: &str = "400 Bad Request: the host is not a valid host[:port]\n";
+    const CONFLICT: &str = "400 Bad Request: Host and :authority name different hosts\n";
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(SEVERAL);
+    }
+    let header = header.map(|v| parse_host(v).ok_or(INVALID)).transpose()?;
+    let Some(authority) = req.uri().authority() else {
+        return header.ok_or(MISSING);
+    };
+    let value = HeaderValue::from_str(authority.as_str()).map_err(|_| INVALID)?;
+    let host = parse_host(&value).ok_or(INVALID)?;
+    if req.version() == Version::HTTP_2 && header.is_some_and(|h| h.name != host.name) {
+        return Err(CONFLICT);
+    }
+    Ok(host)
+}
+
+fn parse_host(value: &HeaderValue) -> Option<Host> {
+    let authority: http::uri::Authority = value.to_str().ok()?.parse().ok()?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    let name = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    Some(Host { name, value: value.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).expect("request")
+    }
+
+    fn host(version: Version, uri: &str, hosts: &[&str]) -> Result<String, &'static str> {
+        request_host(&req(version, uri, hosts)).map(|h| h.name)
+    }
+
+    #[test]
+    fn one_host_per_request() {
+        const H1: Version = Version::HTTP_11;
+        const H2: Version = Version::HTTP_2;
+        assert_eq!(host(H1, "/", &["Admin.Test.:8443"]), Ok("admin.test".into()));
+        // Absolute-form wins over Host (RFC 9112 3.2.2).
+        assert_eq!(host(H1, "http://evil.example/", &["admin.test"]), Ok("evil.example".into()));
+        assert!(host(H1, "/", &[]).unwrap_err().contains("no host"));
+        assert!(host(H1, "/", &["admin.test", "evil.example"]).unwrap_err().contains("more than one"));
+        assert!(host(H1, "/", &["admin.test", "admin.test"]).unwrap_err().contains("more than one"));
+        assert!(host(H1, "/", &["evil@admin.test"]).unwrap_err().contains("not a valid"));
+        assert!(host(H1, "/", &[":443"]).unwrap_err().contains("not a valid"));
+        assert!(host(H1, "http://admin.test@evil.example/", &[]).unwrap_err().contains("not a valid"));
+        assert_eq!(host(H2, "https://admin.test/", &[]), Ok("admin.test".into()));
+        assert_eq!(host(H2, "https://admin.test/", &["ADMIN.test:443"]), Ok("admin.test".into()));
+        assert!(host(H2, "https://admin.test/", &["evil.example"]).unwrap_err().contains("different hosts"));
+    }
+}
