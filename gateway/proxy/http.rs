@@ -2,11 +2,12 @@
 //!
 //! Per request: route check (exactly one host, from Host / `:authority`; it must belong
 //! to the connection's service, else 421) -> rewrite (hop-by-hop headers out,
-//! client-sent forwarding headers out, the real client in `X-Forwarded-For` /
-//! `Forwarded`) -> forward (timeout: 504, unreachable: 502) -> respond (HSTS added) ->
-//! log `http.request` when the response body ends or is abandoned.
+//! client-sent forwarding headers and their `_` look-alikes out, the real client in
+//! `X-Forwarded-For` / `Forwarded`) -> forward (timeout: 504, unreachable: 502) ->
+//! respond (HSTS added) -> log `http.request` when the response body ends or is
+//! abandoned.
 
-use super::request::request_host;
+use super::request::{request_host, strip_lookalikes};
 use crate::audit::{Event, HttpRequest};
 use crate::listener::{CloseReason, ConnRecord};
 use crate::policy::{Policy, ServiceId};
@@ -138,6 +139,10 @@ impl Handler {
         for h in CLIENT_FORWARDING {
             parts.headers.remove(h);
         }
+        strip_lookalikes(
+            &mut parts.headers,
+            &[&HOP_BY_HOP, &CLIENT_FORWARDING, &[header::HOST, header::CONTENT_LENGTH]],
+        );
         let h = &mut parts.headers;
         let fwd = &inner.forwarding;
         h.insert(header::HOST, host.value);

@@ -1,11 +1,12 @@
 //! What a request must be before it is forwarded, checked on the request as hyper
-//! parsed it: one unambiguous host.
+//! parsed it: one unambiguous host, and no header an upstream could take for one the
+//! gateway controls.
 //!
 //! HTTP/1.1 reaches the upstream re-serialised by hyper's client, so the upstream sees
 //! one framing and CRLF line ends whatever the client sent; these checks cover what
 //! survives that rewrite: header names and values, and the host the request names.
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 
 /// The request's host: `:authority` / absolute-form first (it is what HTTP routes on),
@@ -53,6 +54,29 @@ fn parse_host(value: &HeaderValue) -> Option<Host> {
     Some(Host { name, value: value.clone() })
 }
 
+/// Remove headers that only an `_` tells apart from one in `controlled`: CGI, WSGI,
+/// PHP and many frameworks read `X_Forwarded_For` and `X-Forwarded-For` alike (both
+/// become `HTTP_X_FORWARDED_FOR`), so `X_Forwarded_For: 10.0.0.1` would pose as the
+/// client, and `Transfer_Encoding: chunked` beside a Content-Length would give such an
+/// upstream two framings. Other names with `_` pass.
+pub(super) fn strip_lookalikes(headers: &mut HeaderMap, controlled: &[&[HeaderName]]) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let lookalikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            let dashed = k.as_str().replace('_', "-");
+            controlled.iter().flat_map(|set| set.iter()).any(|c| c.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for h in lookalikes {
+        headers.remove(h);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +109,25 @@ mod tests {
         assert_eq!(host(H2, "https://admin.test/", &[]), Ok("admin.test".into()));
         assert_eq!(host(H2, "https://admin.test/", &["ADMIN.test:443"]), Ok("admin.test".into()));
         assert!(host(H2, "https://admin.test/", &["evil.example"]).unwrap_err().contains("different hosts"));
+    }
+
+    #[test]
+    fn underscore_lookalikes_of_controlled_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_forwarded_for",
+            "x-forwarded_for",
+            "transfer_encoding",
+            "content_length",
+            "x_session_id",
+            "x-forwarded-for",
+        ] {
+            h.insert(HeaderName::from_bytes(name.as_bytes()).expect("name"), HeaderValue::from_static("1"));
+        }
+        let forwarding = [HeaderName::from_static("x-forwarded-for")];
+        strip_lookalikes(&mut h, &[&forwarding, &[header::TRANSFER_ENCODING, header::CONTENT_LENGTH]]);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-forwarded-for", "x_session_id"]);
     }
 }
