@@ -1,13 +1,13 @@
 //! The HTTP reverse proxy for one allowed connection.
 //!
 //! Per request: route check (exactly one host, from Host / `:authority`; it must belong
-//! to the connection's service, else 421) -> rewrite (hop-by-hop headers out,
-//! client-sent forwarding headers and their `_` look-alikes out, the real client in
-//! `X-Forwarded-For` / `Forwarded`) -> forward (timeout: 504, unreachable: 502) ->
-//! respond (HSTS added) -> log `http.request` when the response body ends or is
-//! abandoned.
+//! to the connection's service, else 421) -> framing check (no transfer coding but
+//! `chunked`) -> rewrite (hop-by-hop headers out, client-sent forwarding headers and
+//! their `_` look-alikes out, the real client in `X-Forwarded-For` / `Forwarded`) ->
+//! forward (timeout: 504, unreachable: 502) -> respond (HSTS added) -> log
+//! `http.request` when the response body ends or is abandoned.
 
-use super::request::{request_host, strip_lookalikes};
+use super::request::{request_host, strip_lookalikes, transfer_coding_is_chunked_only};
 use crate::audit::{Event, HttpRequest};
 use crate::listener::{CloseReason, ConnRecord};
 use crate::policy::{Policy, ServiceId};
@@ -115,6 +115,15 @@ impl Handler {
         };
         if req.method() == Method::CONNECT {
             return Ok(local(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed: CONNECT is not proxied\n", log));
+        }
+        // Framing: hyper has de-chunked the body; any other coding would reach the
+        // upstream still applied but no longer declared.
+        if !transfer_coding_is_chunked_only(req.headers()) {
+            return Ok(local(
+                StatusCode::NOT_IMPLEMENTED,
+                "501 Not Implemented: only the chunked transfer coding is accepted\n",
+                log,
+            ));
         }
 
         let upgrade = wants_upgrade(&req);

@@ -1,6 +1,6 @@
 //! What a request must be before it is forwarded, checked on the request as hyper
-//! parsed it: one unambiguous host, and no header an upstream could take for one the
-//! gateway controls.
+//! parsed it: one unambiguous host, a body framing that hyper fully undid, and no
+//! header an upstream could take for one the gateway controls.
 //!
 //! HTTP/1.1 reaches the upstream re-serialised by hyper's client, so the upstream sees
 //! one framing and CRLF line ends whatever the client sent; these checks cover what
@@ -52,6 +52,22 @@ fn parse_host(value: &HeaderValue) -> Option<Host> {
     }
     let name = authority.host().trim_end_matches('.').to_ascii_lowercase();
     Some(Host { name, value: value.clone() })
+}
+
+/// No Transfer-Encoding, or exactly the one coding `chunked`. hyper refuses a request
+/// whose last coding is not `chunked` and undoes `chunked` only; with `gzip, chunked`
+/// the body would reach the upstream still compressed, under no Transfer-Encoding.
+pub(super) fn transfer_coding_is_chunked_only(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match codings.next() {
+        None => true,
+        Some(first) => first.eq_ignore_ascii_case(b"chunked") && codings.next().is_none(),
+    }
 }
 
 /// Remove headers that only an `_` tells apart from one in `controlled`: CGI, WSGI,
@@ -109,6 +125,24 @@ mod tests {
         assert_eq!(host(H2, "https://admin.test/", &[]), Ok("admin.test".into()));
         assert_eq!(host(H2, "https://admin.test/", &["ADMIN.test:443"]), Ok("admin.test".into()));
         assert!(host(H2, "https://admin.test/", &["evil.example"]).unwrap_err().contains("different hosts"));
+    }
+
+    #[test]
+    fn only_the_chunked_coding() {
+        let te = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_str(v).expect("value"));
+            }
+            transfer_coding_is_chunked_only(&h)
+        };
+        assert!(te(&[]));
+        assert!(te(&["chunked"]));
+        assert!(te(&[" CHUNKED "]));
+        assert!(!te(&["gzip, chunked"]));
+        assert!(!te(&["identity, chunked"]));
+        assert!(!te(&["gzip", "chunked"]));
+        assert!(!te(&["chunked, chunked"]));
     }
 
     #[test]
