@@ -4,10 +4,10 @@
 //! to the connection's service, else 421) -> framing check (no transfer coding but
 //! `chunked`) -> rewrite (hop-by-hop headers out, client-sent forwarding headers and
 //! their `_` look-alikes out, the real client in `X-Forwarded-For` / `Forwarded`) ->
-//! forward (timeout: 504, unreachable: 502) -> respond (HSTS added) -> log
-//! `http.request` when the response body ends or is abandoned.
+//! forward (timeout: 504, unreachable: 502, the client's body broke: 400) -> respond
+//! (HSTS added) -> log `http.request` when the response body ends or is abandoned.
 
-use super::request::{request_host, strip_lookalikes, transfer_coding_is_chunked_only};
+use super::request::{client_body_failed, request_host, strip_lookalikes, transfer_coding_is_chunked_only};
 use crate::audit::{Event, HttpRequest};
 use crate::listener::{CloseReason, ConnRecord};
 use crate::policy::{Policy, ServiceId};
@@ -176,6 +176,17 @@ impl Handler {
                 return Ok(local(
                     StatusCode::GATEWAY_TIMEOUT,
                     "504 Gateway Timeout: the upstream did not answer in time\n",
+                    log,
+                ));
+            }
+            Ok(Err(e)) if client_body_failed(&e) => {
+                // The client's body broke off or was malformed (e.g. a bad chunk size):
+                // the client's fault, not the upstream's, whatever the metric and the log
+                // would otherwise say.
+                tracing::info!(conn = inner.record.conn, service = %svc.name, error = %e, "client body failed");
+                return Ok(local(
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: the request body is malformed or cut off\n",
                     log,
                 ));
             }

@@ -93,6 +93,22 @@ pub(super) fn strip_lookalikes(headers: &mut HeaderMap, controlled: &[&[HeaderNa
     }
 }
 
+/// True when forwarding failed because the client's own request body failed (a bad
+/// chunk size, a connection cut mid-body): hyper's client reports a user error whose
+/// cause is the body's `hyper::Error`.
+pub(super) fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_user() && std::error::Error::source(h).is_some_and(|c| c.is::<hyper::Error>()) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
