@@ -1,11 +1,13 @@
 //! The HTTP reverse proxy for one allowed connection.
 //!
-//! Per request: route check (Host / `:authority` must belong to the connection's
-//! service, else 421) -> rewrite (hop-by-hop headers out, client-sent forwarding headers
-//! out, the real client in `X-Forwarded-For` / `Forwarded`) -> forward (timeout: 504,
-//! unreachable: 502) -> respond (HSTS added) -> log `http.request` when the response
-//! body ends or is abandoned.
+//! Per request: route check (exactly one host, from Host / `:authority`; it must belong
+//! to the connection's service, else 421) -> framing check (no transfer coding but
+//! `chunked`) -> rewrite (hop-by-hop headers out, client-sent forwarding headers and
+//! their `_` look-alikes out, the real client in `X-Forwarded-For` / `Forwarded`) ->
+//! forward (timeout: 504, unreachable: 502, the client's body broke: 400) -> respond
+//! (HSTS added) -> log `http.request` when the response body ends or is abandoned.
 
+use super::request::{client_body_failed, request_host, strip_lookalikes, transfer_coding_is_chunked_only};
 use crate::audit::{Event, HttpRequest};
 use crate::listener::{CloseReason, ConnRecord};
 use crate::policy::{Policy, ServiceId};
@@ -98,9 +100,13 @@ impl Handler {
             done: false,
         };
 
-        // Route: the host must be one of this connection's service (chosen by SNI).
-        let Some((host_index, host)) = host.and_then(|h| svc.hosts.iter().position(|s| *s == h.name).map(|i| (i, h)))
-        else {
+        // Route: one unambiguous host, and it must be one of this connection's service
+        // (chosen by SNI).
+        let host = match host {
+            Ok(h) => h,
+            Err(msg) => return Ok(local(StatusCode::BAD_REQUEST, msg, log)),
+        };
+        let Some(host_index) = svc.hosts.iter().position(|s| *s == host.name) else {
             return Ok(local(
                 StatusCode::MISDIRECTED_REQUEST,
                 "421 Misdirected Request: this host is not served on this connection\n",
@@ -109,6 +115,15 @@ impl Handler {
         };
         if req.method() == Method::CONNECT {
             return Ok(local(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed: CONNECT is not proxied\n", log));
+        }
+        // Framing: hyper has de-chunked the body; any other coding would reach the
+        // upstream still applied but no longer declared.
+        if !transfer_coding_is_chunked_only(req.headers()) {
+            return Ok(local(
+                StatusCode::NOT_IMPLEMENTED,
+                "501 Not Implemented: only the chunked transfer coding is accepted\n",
+                log,
+            ));
         }
 
         let upgrade = wants_upgrade(&req);
@@ -133,6 +148,10 @@ impl Handler {
         for h in CLIENT_FORWARDING {
             parts.headers.remove(h);
         }
+        strip_lookalikes(
+            &mut parts.headers,
+            &[&HOP_BY_HOP, &CLIENT_FORWARDING, &[header::HOST, header::CONTENT_LENGTH]],
+        );
         let h = &mut parts.headers;
         let fwd = &inner.forwarding;
         h.insert(header::HOST, host.value);
@@ -157,6 +176,17 @@ impl Handler {
                 return Ok(local(
                     StatusCode::GATEWAY_TIMEOUT,
                     "504 Gateway Timeout: the upstream did not answer in time\n",
+                    log,
+                ));
+            }
+            Ok(Err(e)) if client_body_failed(&e) => {
+                // The client's body broke off or was malformed (e.g. a bad chunk size):
+                // the client's fault, not the upstream's, whatever the metric and the log
+                // would otherwise say.
+                tracing::info!(conn = inner.record.conn, service = %svc.name, error = %e, "client body failed");
+                return Ok(local(
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: the request body is malformed or cut off\n",
                     log,
                 ));
             }
@@ -237,26 +267,6 @@ impl Forwarding {
 fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
     // An address's text form is always a valid header value.
     HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
-}
-
-/// The request's host: `:authority` / absolute-form first (it is what HTTP routes on),
-/// else the Host header. `name` is lowercase without port; `value` is as sent.
-struct Host {
-    name: String,
-    value: HeaderValue,
-}
-
-fn request_host<B>(req: &Request<B>) -> Option<Host> {
-    let value = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok()?,
-        None => req.headers().get(header::HOST)?.clone(),
-    };
-    let authority: http::uri::Authority = value.to_str().ok()?.parse().ok()?;
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    let name = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    Some(Host { name, value })
 }
 
 /// `Some(protocol)` when an HTTP/1.1 request asks to switch protocols (WebSocket).

@@ -1,8 +1,10 @@
 //! Forwarding allowed connections to their upstreams: HTTP (h1, h2, WebSocket) here;
-//! `upstream` holds the upstream address and its pooled client.
+//! `request` holds the checks a request passes before it is forwarded, `upstream` the
+//! upstream address and its pooled client.
 
 pub mod guard;
 pub mod http;
+mod request;
 mod upstream;
 
 pub use upstream::{HttpClient, Scheme, Upstream, CONNECT_TIMEOUT};
