@@ -236,6 +236,7 @@ impl Reloader {
             }
         }
         self.certs.replace(certified);
+        self.shared.limits.apply(cfg.limits);
         if let (Some((dynamic, lockout_state)), Some(allow), Some(lockout)) = (&self.admin, admin_settings, lockout) {
             dynamic.store(Arc::new(AdminDynamic {
                 accounts: cfg.accounts.clone(),

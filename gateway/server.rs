@@ -35,6 +35,8 @@ pub enum RunError {
     Windows(#[from] crate::windows::ManagerError),
     #[error("{0}")]
     Store(#[from] crate::windows::StoreError),
+    #[error("{0}")]
+    Blocks(#[from] crate::blocks::BlockError),
 }
 
 pub async fn run(config_path: &Path) -> Result<(), RunError> {
@@ -84,7 +86,8 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         None => None,
     };
     // The window store: a damaged or locked database stops the start, with its path.
-    let store: Arc<dyn crate::windows::WindowStore> = Arc::new(crate::windows::SqliteStore::open(&gateway.state_dir)?);
+    let sqlite = Arc::new(crate::windows::SqliteStore::open(&gateway.state_dir)?);
+    let store: Arc<dyn crate::windows::WindowStore> = sqlite.clone();
 
     let metrics = Arc::new(Metrics::new()?);
     let key = crate::audit::chain::SigningKey::load_or_create(&gateway.state_dir)?;
@@ -122,6 +125,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         metrics,
         tls_settings.handshake_timeout,
         log_settings.http_requests,
+        cfg.limits,
     );
     let notifier = match &cfg.windows.webhook {
         Some(url) => {
@@ -145,6 +149,20 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     .await?;
     let timer_stop = tokio_util::sync::CancellationToken::new();
     let timer = tokio::spawn(manager.clone().run(timer_stop.clone()));
+    let blocks = crate::blocks::BlockManager::start(sqlite, shared.clone()).await?;
+    let block_sweep = tokio::spawn(blocks.clone().run(timer_stop.clone()));
+    // Rate-limit state of sources not seen lately is dropped every minute.
+    let limits_sweep = {
+        let (limits, stop) = (shared.limits.clone(), timer_stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => limits.sweep(),
+                }
+            }
+        })
+    };
 
     // `gateway.start` comes first in the log: only then are connections accepted
     // (the kernel queues any that arrive meanwhile).
@@ -196,6 +214,8 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
             dynamic,
             lockout,
             windows: manager.clone(),
+            blocks: blocks.clone(),
+            connections: shared.clone(),
             reloader: reloader.clone(),
             tz: gateway.timezone.clone(),
             log: log.clone(),
@@ -234,6 +254,9 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     }
     timer_stop.cancel();
     let _ = timer.await;
+    let _ = block_sweep.await;
+    let _ = limits_sweep.await;
+    drop(blocks);
     drop(reloader);
     drop(manager);
     log.record(Event::GatewayStop(GatewayStop {

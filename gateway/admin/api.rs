@@ -31,6 +31,9 @@ pub struct AdminState {
     pub dynamic: Arc<ArcSwap<AdminDynamic>>,
     pub lockout: Arc<Lockout>,
     pub windows: Arc<WindowManager>,
+    pub blocks: Arc<crate::blocks::BlockManager>,
+    /// For `GET /api/v1/connections`.
+    pub connections: Arc<crate::listener::Shared>,
     pub reloader: Arc<crate::reload::Reloader>,
     pub tz: jiff::tz::TimeZone,
     pub log: AuditLog,
@@ -212,8 +215,15 @@ where
             act(state, account, &actor, id, action, body).await
         }
         (Method::POST, ["reload"]) => reload(state, account, &actor).await,
-        (_, ["connections"] | ["blocks"]) => {
-            Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", "not in this version of Menshen"))
+        (Method::GET, ["blocks"]) => Ok(json(StatusCode::OK, &block_views(state).await)),
+        (Method::POST, ["blocks"]) => {
+            let body = read_json::<AddBlock, B>(req).await?;
+            add_block(state, account, &actor, body).await
+        }
+        (Method::DELETE, ["blocks", cidr]) => remove_block(state, account, &actor, cidr).await,
+        (Method::GET, ["connections"]) => Ok(json(StatusCode::OK, &connections(state))),
+        (_, ["blocks", ..] | ["connections"] | ["reload"]) => {
+            Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method", "method not allowed here"))
         }
         (_, ["windows", ..]) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method", "method not allowed here")),
         _ => Err(ApiError::not_found("no such API path")),
@@ -385,6 +395,148 @@ async fn act(
     }
     let w = state.windows.act(id, action, actor, note).await?;
     Ok(json(StatusCode::OK, &WindowView::new(&w, &state.tz)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBlock {
+    /// An address or CIDR.
+    pub cidr: String,
+    pub reason: String,
+    /// How long, e.g. "2h"; or `until`; neither: until removed.
+    pub duration: Option<String>,
+    pub until: Option<String>,
+}
+
+/// A block as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockView {
+    pub cidr: String,
+    pub reason: String,
+    pub by: String,
+    pub created: String,
+    pub expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_connections: Option<u64>,
+}
+
+async fn block_views(state: &AdminState) -> Vec<BlockView> {
+    state.blocks.list().await.iter().map(|b| block_view(state, b, None)).collect()
+}
+
+fn block_view(state: &AdminState, b: &crate::blocks::Block, cut: Option<u64>) -> BlockView {
+    BlockView {
+        cidr: b.net.to_string(),
+        reason: b.reason.clone(),
+        by: b.by.clone(),
+        created: crate::audit::format_ts(b.created, &state.tz),
+        expires: b.expires.map(|t| crate::audit::format_ts(t, &state.tz)),
+        cut_connections: cut,
+    }
+}
+
+/// `POST /api/v1/blocks`: admins only; refused at once, live connections cut.
+async fn add_block(
+    state: &AdminState,
+    account: &Account,
+    actor: &Actor,
+    req: AddBlock,
+) -> Result<ApiResponse, ApiError> {
+    if account.role != Role::Admin {
+        return Err(ApiError::forbidden("only admins may block sources"));
+    }
+    let net = crate::config::parse_cidr(req.cidr.trim()).map_err(|e| ApiError::bad(format!("cidr: {e}")))?;
+    let net = match net {
+        // An IPv4-mapped network blocks the IPv4 network it maps.
+        ipnet::IpNet::V6(n) if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() => {
+            let v4 = n.network().to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            ipnet::Ipv4Net::new(v4, n.prefix_len() - 96)
+                .map(ipnet::IpNet::V4)
+                .map_err(|e| ApiError::bad(format!("cidr: {e}")))?
+        }
+        n => n,
+    };
+    if net.prefix_len() == 0 {
+        return Err(ApiError::bad("cidr: /0 would block everyone; block narrower networks"));
+    }
+    if let Some(src) = actor.src.filter(|s| net.contains(&crate::policy::normalize(*s))) {
+        return Err(ApiError::bad(format!(
+            "cidr: {net} contains your own address {src}: you would lock yourself out of the admin API"
+        )));
+    }
+    let reason = req.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::bad("reason: say why (1 to 500 characters)"));
+    }
+    let now = jiff::Timestamp::now();
+    let expires = match (&req.duration, &req.until) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("duration: give duration or until, not both")),
+        (None, None) => None,
+        (Some(d), None) => {
+            let d = crate::config::parse_duration(d).map_err(|e| ApiError::bad(format!("duration: {e}")))?;
+            let d = jiff::SignedDuration::try_from(d).map_err(|_| ApiError::bad("duration: too long"))?;
+            Some(now.checked_add(d).map_err(|_| ApiError::bad("duration: too long"))?)
+        }
+        (None, Some(u)) => {
+            let t = parse_time(u, &state.tz).ok_or_else(|| ApiError::bad(format!("until: {u:?} is not a time")))?;
+            if t <= now {
+                return Err(ApiError::bad("until: is in the past"));
+            }
+            Some(t)
+        }
+    };
+    let block = crate::blocks::Block { net, reason, by: account.name.clone(), created: now, expires };
+    let cut = state.blocks.add(block.clone(), actor).await.map_err(|e| {
+        tracing::error!(error = %e, "block store failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", "the block store failed; see the gateway's log")
+    })?;
+    Ok(json(StatusCode::CREATED, &block_view(state, &block, Some(cut))))
+}
+
+/// `DELETE /api/v1/blocks/{cidr}` (the `/` of the CIDR written as `%2F`).
+async fn remove_block(
+    state: &AdminState,
+    account: &Account,
+    actor: &Actor,
+    cidr: &str,
+) -> Result<ApiResponse, ApiError> {
+    if account.role != Role::Admin {
+        return Err(ApiError::forbidden("only admins may remove blocks"));
+    }
+    let text = cidr.replace("%2F", "/").replace("%2f", "/");
+    let net = crate::config::parse_cidr(&text).map_err(|e| ApiError::bad(format!("cidr: {e}")))?;
+    let removed = state.blocks.remove(net, actor).await.map_err(|e| {
+        tracing::error!(error = %e, "block store failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", "the block store failed; see the gateway's log")
+    })?;
+    if !removed {
+        return Err(ApiError::not_found(format!("no block for {net}")));
+    }
+    Ok(json(StatusCode::OK, &serde_json::json!({ "removed": net.to_string() })))
+}
+
+/// `GET /api/v1/connections`: the allowed connections open now.
+fn connections(state: &AdminState) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = state
+        .connections
+        .live_connections()
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "conn": c.conn,
+                "listener": c.listener,
+                "service": c.service,
+                "src_ip": c.src,
+                "src_port": c.src_port,
+                "sni": c.sni,
+                "start": crate::audit::format_ts(c.start(), &state.tz),
+                "bytes_in": c.counts.read.load(std::sync::atomic::Ordering::Relaxed),
+                "bytes_out": c.counts.written.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| v["conn"].as_u64());
+    out
 }
 
 /// `POST /api/v1/reload`: admins only. 200 with what changed, or 422 with every

@@ -21,7 +21,7 @@ pub const IDLE: Duration = Duration::from_secs(15 * 60);
 /// Whether the admin listener admits `src` under `policy` and `dynamic` (not blocked,
 /// in `[admin].allow`).
 pub fn admits(policy: &crate::policy::Policy, dynamic: &super::api::AdminDynamic, src: std::net::IpAddr) -> bool {
-    !policy.blocked.contains(src) && dynamic.allow.contains(src)
+    !policy.is_blocked(src) && dynamic.allow.contains(src)
 }
 
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, state: Arc<AdminState>) {
@@ -65,7 +65,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
     };
     let mut hello = Hello { proto: "tcp", generation, ..Hello::default() };
 
-    let refusal = if policy.blocked.contains(peer.src) {
+    let refusal = if policy.is_blocked(peer.src) {
         Some(Reason::Blocked)
     } else if !state.dynamic.load().allow.contains(peer.src) {
         Some(Reason::NotAllowed)
@@ -75,6 +75,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
     if let Some(reason) = refusal {
         return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
     }
+    // Per-source cap and rate (admins are outside the proxy listeners' total).
+    let Ok(slot) = shared.limits.admit(peer.src, false) else {
+        return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, Reason::RateLimited).await;
+    };
     hello.proto = "tls";
     // The same bound as the proxy listeners: a client that sends nothing is closed.
     let deadline = tokio::time::Instant::now() + shared.handshake_timeout;
@@ -116,6 +120,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
         None,
         IDLE,
     );
+    record.hold(slot);
     // A reload that ran since this connection was admitted may have narrowed the allow list.
     if shared.generation() != generation && !admits(&shared.policy.load(), &state.dynamic.load(), peer.src) {
         record.revoke(crate::listener::CloseReason::Reload);

@@ -27,6 +27,7 @@ pub enum Event {
     ClockUnsynchronized(ClockUnsynchronized),
     ConfigReload(ConfigReload),
     ConfigReloadFailed(ConfigReloadFailed),
+    Block(BlockEvent),
 }
 
 impl Event {
@@ -51,6 +52,7 @@ impl Event {
             Event::ClockUnsynchronized(_) => "clock.unsynchronized",
             Event::ConfigReload(_) => "config.reload",
             Event::ConfigReloadFailed(_) => "config.reload_failed",
+            Event::Block(b) => b.event,
         }
     }
 
@@ -75,6 +77,7 @@ impl Event {
             Event::ClockUnsynchronized(e) => serde_json::to_writer(out, e),
             Event::ConfigReload(e) => serde_json::to_writer(out, e),
             Event::ConfigReloadFailed(e) => serde_json::to_writer(out, e),
+            Event::Block(e) => serde_json::to_writer(out, e),
         }
     }
 }
@@ -269,6 +272,22 @@ pub struct Lockout {
     /// `account` or `source`: what is locked.
     pub locked: &'static str,
     pub until: String,
+}
+
+/// The runtime block list changed: `block.added`, `block.removed`, `block.expired`
+/// (`identity` = `system` for expiry).
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockEvent {
+    #[serde(skip)]
+    pub event: &'static str,
+    pub identity: String,
+    pub src_ip: Option<IpAddr>,
+    pub cidr: String,
+    pub reason: String,
+    /// RFC 3339 in the gateway's zone; absent: until removed.
+    pub expires: Option<String>,
+    /// Live connections from the blocked sources, cut (`close_reason = "blocked"`).
+    pub cut_connections: u64,
 }
 
 /// An admin read the log through the API (HL-1.4(8)1: access to sensitive data).

@@ -1,5 +1,6 @@
 //! Command-line verbs: `run`, `check`, and `demo-upstream` for the quickstart.
 
+mod block;
 mod client;
 mod reload;
 mod summary;
@@ -54,6 +55,14 @@ pub enum Command {
         #[command(subcommand)]
         cmd: window::WindowCmd,
     },
+    /// The runtime block list, through the admin API: `menshen block add CIDR --reason R
+    /// [--duration 2h]`, `remove CIDR`, `list`.
+    Block {
+        #[command(flatten)]
+        conn: window::Connection,
+        #[command(subcommand)]
+        cmd: block::BlockCmd,
+    },
     /// Re-read the running gateway's config file and apply it, through the admin API
     /// (admins only). Prints what changed; exit 1 listing every problem if it was refused
     /// (the running config stays in force). `systemctl reload menshen` (SIGHUP) does the
@@ -86,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Log { cmd: LogCmd::Verify { dir, pubkey } } => verify(&dir, pubkey.as_deref()),
         Command::Window { conn, cmd } => with_runtime(window::run(conn, cmd)),
         Command::Reload { conn } => with_runtime(reload::run(conn)),
+        Command::Block { conn, cmd } => with_runtime(block::run(conn, cmd)),
         Command::Run { config } => with_runtime(async move {
             match crate::server::run(&config).await {
                 Ok(()) => ExitCode::SUCCESS,

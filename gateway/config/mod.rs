@@ -35,6 +35,7 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     pub windows: WindowSettings,
     pub accounts: Vec<Account>,
+    pub limits: LimitSettings,
     /// Accepted but worth a look: plaintext upstreams, self-signed certs.
     pub warnings: Vec<String>,
 }
@@ -99,6 +100,44 @@ pub struct LockoutSettings {
     pub failures: u32,
     pub window: Duration,
     pub duration: Duration,
+}
+
+/// `[limits]`: connection caps and rates (a reload changes them), and the HTTP
+/// parser's limits (restart-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    /// Open client connections on all proxy listeners together.
+    pub max_connections: usize,
+    /// Open connections from one source (an IPv6 source counts by its /64).
+    pub max_connections_per_source: usize,
+    /// New connections per second from one source, sustained...
+    pub new_connections_per_source: u32,
+    /// ... and in a burst.
+    pub new_connections_burst: u32,
+    pub header_read_timeout: Duration,
+    pub max_request_head: usize,
+    pub max_headers: usize,
+    pub h2_max_streams: u32,
+    pub h2_max_header_list: u32,
+    /// Streams a client may reset before the server has taken them (CVE-2023-44487).
+    pub h2_max_pending_resets: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            max_connections: 4096,
+            max_connections_per_source: 256,
+            new_connections_per_source: 50,
+            new_connections_burst: 100,
+            header_read_timeout: Duration::from_secs(30),
+            max_request_head: 64 * 1024,
+            max_headers: 100,
+            h2_max_streams: 100,
+            h2_max_header_list: 64 * 1024,
+            h2_max_pending_resets: 20,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -224,6 +263,12 @@ impl Config {
             ("admin", if self.admin.is_some() { "present".into() } else { "absent".into() }),
             ("admin.bind", opt(self.admin.as_ref().map(|a| a.bind.to_string()))),
             // A webhook URL often carries its secret: compared by digest, never shown.
+            ("limits.header_read_timeout", format!("{:?}", self.limits.header_read_timeout)),
+            ("limits.max_request_head", self.limits.max_request_head.to_string()),
+            ("limits.max_headers", self.limits.max_headers.to_string()),
+            ("limits.h2_max_streams", self.limits.h2_max_streams.to_string()),
+            ("limits.h2_max_header_list", self.limits.h2_max_header_list.to_string()),
+            ("limits.h2_max_pending_resets", self.limits.h2_max_pending_resets.to_string()),
             ("windows.webhook", opt(self.windows.webhook.as_ref().map(|u| secret_digest(&u.to_string())))),
         ]
     }

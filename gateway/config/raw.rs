@@ -31,6 +31,24 @@ pub struct RawConfig {
     pub windows: RawWindows,
     #[serde(default, rename = "account")]
     pub accounts: Vec<RawAccount>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// What one client may take; every key has a safe default (README "Limits").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<u32>,
+    pub max_connections_per_source: Option<u32>,
+    pub new_connections_per_source: Option<u32>,
+    pub new_connections_burst: Option<u32>,
+    pub header_read_timeout: Option<String>,
+    pub max_request_head: Option<String>,
+    pub max_headers: Option<u32>,
+    pub h2_max_streams: Option<u32>,
+    pub h2_max_header_list: Option<String>,
+    pub h2_max_pending_resets: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

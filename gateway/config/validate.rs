@@ -315,6 +315,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
     check_tcp_listeners(&mut cx, &listeners, &services, &raw);
     let admin = raw.admin.as_ref().map(|a| validate_admin(&mut cx, a, &sets, &listeners));
     let windows = validate_windows(&mut cx, &raw);
+    let limits = validate_limits(&mut cx, &raw.limits);
     let accounts = validate_accounts(&mut cx, &raw, &services);
 
     if !cx.errors.is_empty() {
@@ -332,6 +333,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path, mode: Mode) -> 
         admin,
         windows,
         accounts,
+        limits,
         warnings: cx.warnings,
     })
 }
@@ -767,6 +769,69 @@ fn validate_admin(
         duration: cx.duration("admin.lockout_duration", a.lockout_duration.as_deref(), fifteen),
     };
     AdminSettings { bind, allow, allow_sources: a.allow.clone(), lockout }
+}
+
+fn validate_limits(cx: &mut Ctx, l: &super::raw::RawLimits) -> LimitSettings {
+    let d = LimitSettings::default();
+    let mut count = |key: &str, v: Option<u32>, default: usize, max: u32| -> usize {
+        match v {
+            None => default,
+            Some(0) => {
+                cx.err(format!("limits.{key}"), "must be at least 1");
+                default
+            }
+            Some(n) if n > max => {
+                cx.err(format!("limits.{key}"), format!("must be at most {max}"));
+                default
+            }
+            Some(n) => n as usize,
+        }
+    };
+    let max_connections = count("max_connections", l.max_connections, d.max_connections, 1_000_000);
+    let per_source =
+        count("max_connections_per_source", l.max_connections_per_source, d.max_connections_per_source, 1_000_000);
+    let rate = count(
+        "new_connections_per_source",
+        l.new_connections_per_source,
+        d.new_connections_per_source as usize,
+        100_000,
+    );
+    let burst = count("new_connections_burst", l.new_connections_burst, d.new_connections_burst as usize, 1_000_000);
+    let max_headers = count("max_headers", l.max_headers, d.max_headers, 10_000);
+    let h2_streams = count("h2_max_streams", l.h2_max_streams, d.h2_max_streams as usize, 10_000);
+    let resets = count("h2_max_pending_resets", l.h2_max_pending_resets, d.h2_max_pending_resets, 10_000);
+    if per_source > max_connections {
+        cx.warn("limits.max_connections_per_source", "is above max_connections: one source may take every slot");
+    }
+    let head = cx.size("limits.max_request_head", l.max_request_head.as_deref(), d.max_request_head as u64);
+    let list = cx.size("limits.h2_max_header_list", l.h2_max_header_list.as_deref(), u64::from(d.h2_max_header_list));
+    // hyper needs room for a request line and a few headers; too much invites floods.
+    let bounded = |cx: &mut Ctx, key: &str, v: u64, default: u64| -> u64 {
+        if (8 * 1024..=1024 * 1024).contains(&v) {
+            v
+        } else {
+            cx.err(format!("limits.{key}"), "must be between 8KiB and 1MiB");
+            default
+        }
+    };
+    let head = bounded(cx, "max_request_head", head, d.max_request_head as u64);
+    let list = bounded(cx, "h2_max_header_list", list, u64::from(d.h2_max_header_list));
+    LimitSettings {
+        max_connections,
+        max_connections_per_source: per_source,
+        new_connections_per_source: u32::try_from(rate).unwrap_or(u32::MAX),
+        new_connections_burst: u32::try_from(burst.max(rate)).unwrap_or(u32::MAX),
+        header_read_timeout: cx.duration(
+            "limits.header_read_timeout",
+            l.header_read_timeout.as_deref(),
+            d.header_read_timeout,
+        ),
+        max_request_head: usize::try_from(head).unwrap_or(d.max_request_head),
+        max_headers,
+        h2_max_streams: u32::try_from(h2_streams).unwrap_or(d.h2_max_streams),
+        h2_max_header_list: u32::try_from(list).unwrap_or(d.h2_max_header_list),
+        h2_max_pending_resets: resets,
+    }
 }
 
 fn validate_windows(cx: &mut Ctx, raw: &RawConfig) -> WindowSettings {

@@ -93,6 +93,8 @@ pub struct ConnRecord {
     revoked: CancellationToken,
     /// The TLS server name the connection was decided on, to decide it again on reload.
     pub sni: Option<String>,
+    /// Its place under the connection caps, given back when the record drops.
+    slot: OnceLock<super::limits::Slot>,
     /// The service's idle timeout.
     pub idle: Duration,
     shared: Arc<Shared>,
@@ -129,6 +131,7 @@ impl ConnRecord {
             rides: std::sync::Mutex::new(window.map(|w| w.id.clone()).into_iter().collect()),
             revoked: CancellationToken::new(),
             sni,
+            slot: OnceLock::new(),
             idle,
             shared: shared.clone(),
         });
@@ -194,6 +197,17 @@ impl ConnRecord {
                 _ = done.cancelled() => {}
             }
         });
+    }
+
+    /// Keep `slot` (the connection caps) for as long as this connection lives, upgraded
+    /// tunnels included.
+    pub fn hold(&self, slot: super::limits::Slot) {
+        let _ = self.slot.set(slot);
+    }
+
+    /// When the connection was accepted.
+    pub fn start(&self) -> jiff::Timestamp {
+        self.start
     }
 
     pub fn set_close_reason(&self, r: CloseReason) {
@@ -320,12 +334,22 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, 
         }
     }
     // A blocked source is refused before a byte is read.
-    if policy.blocked.contains(peer.src) {
+    if policy.is_blocked(peer.src) {
         let hello = Hello { proto: "tcp", ..Hello::default() };
         return record_open(&shared, &policy, lid, &peer, &hello, &Decision::deny(zone_from, Reason::Blocked)).await;
     }
+    // Caps and rates, before the handshake is paid for.
+    let slot = match shared.limits.admit(peer.src, true) {
+        Ok(slot) => slot,
+        Err(over) => {
+            tracing::debug!(conn = peer.conn, src = %peer.src, ?over, "over a connection limit");
+            let hello = Hello { proto: "tcp", ..Hello::default() };
+            let d = Decision::deny(zone_from, Reason::RateLimited);
+            return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
+        }
+    };
     if policy.listeners[lid].kind == policy::ListenerKind::Tcp {
-        return super::tcp::handle(stream, peer, lid, policy, shared).await;
+        return super::tcp::handle(stream, peer, lid, policy, shared, slot).await;
     }
 
     let counts = Arc::new(ByteCounts::default());
@@ -355,6 +379,7 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, 
     let Some(record) = start_record(&shared, &policy, lid, &peer, &hello, &decision, counts) else {
         return;
     };
+    record.hold(slot);
     serve(tls, record, policy.clone(), service_id).await;
 }
 

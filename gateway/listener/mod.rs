@@ -9,6 +9,7 @@
 
 pub(crate) mod conn;
 pub mod io;
+pub mod limits;
 pub mod proxy_protocol;
 pub(crate) mod tcp;
 
@@ -28,21 +29,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Limits on what a client may send; documented in the README.
-pub mod limits {
-    use std::time::Duration;
-    /// Time for a client to send a request's headers.
-    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-    /// HTTP/1.1: the largest request head (request line + headers) in bytes.
-    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-    /// HTTP/1.1: the most headers in one request.
-    pub const MAX_HEADERS: usize = 100;
-    /// HTTP/2: the largest decoded header list in bytes.
-    pub const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
-    /// HTTP/2: streams open at once on one connection.
-    pub const H2_MAX_STREAMS: u32 = 100;
-}
-
 /// State every connection task shares. Built once at start.
 pub struct Shared {
     /// The decision state; swapped whole, never edited (the window manager and,
@@ -61,6 +47,8 @@ pub struct Shared {
     pub stop_now: CancellationToken,
     /// Every connection task and upgraded stream, so shutdown knows when all are done.
     pub tasks: TaskTracker,
+    /// Connection caps and rates.
+    pub limits: Arc<limits::Limits>,
     /// Next connection id: start time in ms times 10^6, so ids do not repeat across restarts.
     next_conn: AtomicU64,
     /// Every allowed connection still open, by id: a reload re-decides them.
@@ -77,17 +65,21 @@ impl Shared {
         metrics: Arc<Metrics>,
         handshake_timeout: Duration,
         log_http_requests: bool,
+        l: crate::config::LimitSettings,
     ) -> Arc<Self> {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits::HEADER_READ_TIMEOUT)
-            .max_buf_size(limits::MAX_HEADER_BYTES)
-            .max_headers(limits::MAX_HEADERS);
+            .header_read_timeout(l.header_read_timeout)
+            .max_buf_size(l.max_request_head)
+            .max_headers(l.max_headers);
         http.http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(limits::H2_MAX_STREAMS)
-            .max_header_list_size(limits::H2_MAX_HEADER_LIST)
+            .max_concurrent_streams(l.h2_max_streams)
+            .max_header_list_size(l.h2_max_header_list)
+            // Rapid reset (CVE-2023-44487): a client that resets streams faster than
+            // they are taken gets GOAWAY ENHANCE_YOUR_CALM.
+            .max_pending_accept_reset_streams(l.h2_max_pending_resets)
             // No keep-alive pings: they would count as traffic and keep an idle
             // connection from ever reaching its idle timeout, which closes dead peers.
             .keep_alive_interval(None);
@@ -100,6 +92,7 @@ impl Shared {
             http,
             handshake_timeout,
             log_http_requests,
+            limits: limits::Limits::new(l),
             draining: CancellationToken::new(),
             stop_now: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -23,7 +23,14 @@ pub const GUARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Relay buffer per direction.
 const BUF: usize = 16 * 1024;
 
-pub(super) async fn handle(stream: TcpStream, peer: Peer, lid: ListenerId, policy: Arc<Policy>, shared: Arc<Shared>) {
+pub(super) async fn handle(
+    stream: TcpStream,
+    peer: Peer,
+    lid: ListenerId,
+    policy: Arc<Policy>,
+    shared: Arc<Shared>,
+    slot: super::limits::Slot,
+) {
     let counts = Arc::new(ByteCounts::default());
     let (read, write) = stream.into_split();
     let mut client_r = Counted::new(read, counts.clone());
@@ -84,6 +91,7 @@ pub(super) async fn handle(stream: TcpStream, peer: Peer, lid: ListenerId, polic
     let Some(record) = start_record(&shared, &policy, lid, &peer, &hello, &d, counts) else {
         return;
     };
+    record.hold(slot);
     let target = service.upstream.authority.as_str();
     let upstream = match tokio::time::timeout(service.upstream_timeout, TcpStream::connect(target)).await {
         Ok(Ok(u)) => u,

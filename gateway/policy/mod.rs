@@ -130,6 +130,8 @@ pub struct Service {
 pub struct Policy {
     rules: Arc<Rules>,
     pub windows: Arc<WindowIndex>,
+    /// The runtime block list (`menshen block`), refused like the `blocked` set.
+    pub blocks: Arc<IpSet>,
 }
 
 impl std::ops::Deref for Policy {
@@ -243,7 +245,7 @@ impl Decision {
 /// `[start, end)`).
 pub fn decide(policy: &Policy, conn: &ConnInfo<'_>, now: jiff::Timestamp) -> Decision {
     let zone_from = policy.listeners[conn.listener].zone;
-    if policy.blocked.contains(conn.src) {
+    if policy.is_blocked(conn.src) {
         return Decision::deny(zone_from, Reason::Blocked);
     }
     let routed = conn.sni.and_then(|sni| policy.route(conn.listener, sni));
@@ -297,12 +299,23 @@ impl Policy {
             }
         }
         let rules = Rules { zones, listeners, services, blocked, matrix, routes, defaults };
-        Policy { rules: Arc::new(rules), windows: Arc::new(WindowIndex::default()) }
+        Policy { rules: Arc::new(rules), windows: Arc::new(WindowIndex::default()), blocks: Arc::default() }
     }
 
-    /// The same rules with another set of open windows.
+    /// The same rules and blocks with another set of open windows.
     pub fn with_windows(&self, windows: WindowIndex) -> Policy {
-        Policy { rules: self.rules.clone(), windows: Arc::new(windows) }
+        Policy { rules: self.rules.clone(), windows: Arc::new(windows), blocks: self.blocks.clone() }
+    }
+
+    /// The same rules and windows with another runtime block list.
+    pub fn with_blocks(&self, blocks: Arc<IpSet>) -> Policy {
+        Policy { rules: self.rules.clone(), windows: self.windows.clone(), blocks }
+    }
+
+    /// In the config's `blocked` set or the runtime block list.
+    #[inline]
+    pub fn is_blocked(&self, ip: IpAddr) -> bool {
+        self.rules.blocked.contains(ip) || self.blocks.contains(ip)
     }
 }
 

@@ -71,14 +71,7 @@ pub struct WindowManager {
     wake: Notify,
 }
 
-/// Run a blocking store call off the async workers.
-async fn blocking<T: Send + 'static>(
-    store: &Arc<dyn WindowStore>,
-    f: impl FnOnce(&dyn WindowStore) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref())).await.unwrap_or_else(|_| Err(StoreError::Poisoned))
-}
+use super::store::blocking;
 
 impl WindowManager {
     /// Load the windows that are not final, bring them up to `now`, and publish.
@@ -205,17 +198,41 @@ impl WindowManager {
     pub async fn install(&self, rules: &Policy, allow_self: bool) {
         let mut live = self.live.lock().await;
         self.allow_self.store(allow_self, std::sync::atomic::Ordering::Relaxed);
-        self.publish_on(rules, &mut live);
+        self.publish_on(Some(rules), &mut live);
     }
 
     /// Rebuild the open-window index into a new policy snapshot; cut and forget
     /// windows that became final.
     fn publish(&self, live: &mut HashMap<String, Live>) {
-        self.publish_on(&self.policy.load_full(), live);
+        self.publish_on(None, live);
     }
 
-    /// [`Self::publish`] on the rules of `current`.
-    fn publish_on(&self, current: &Policy, live: &mut HashMap<String, Live>) {
+    /// [`Self::publish`], on the rules of `rules` if given (a reload), else of the
+    /// snapshot in force. The swap is a read-copy-update, so a block-list change made
+    /// meanwhile is kept.
+    fn publish_on(&self, rules: Option<&Policy>, live: &mut HashMap<String, Live>) {
+        self.policy.rcu(|current| {
+            let base = match rules {
+                Some(r) => r.with_blocks(current.blocks.clone()),
+                None => Policy::clone(current),
+            };
+            let index = Self::index(&base, live);
+            Arc::new(base.with_windows(index))
+        });
+        // Only after the new snapshot is in place: no new connection can ride these.
+        live.retain(|_, l| {
+            if l.window.state.is_final() {
+                l.cut.cancel();
+                // Kept until the store has the final state too.
+                l.stored != l.window.state
+            } else {
+                true
+            }
+        });
+    }
+
+    /// The open windows, indexed against `current`'s services.
+    fn index(current: &Policy, live: &HashMap<String, Live>) -> WindowIndex {
         // Only services that windows may open (window_max set): a reload that removes a
         // service's window_max closes its windows' access too.
         let service_ids: HashMap<&str, usize> = current
@@ -240,18 +257,7 @@ impl WindowManager {
                 entries.push((open, svcs, w.sources.clone()));
             }
         }
-        let index = WindowIndex::new(current.services.len(), entries);
-        self.policy.store(Arc::new(current.with_windows(index)));
-        // Only after the new snapshot is in place: no new connection can ride these.
-        live.retain(|_, l| {
-            if l.window.state.is_final() {
-                l.cut.cancel();
-                // Kept until the store has the final state too.
-                l.stored != l.window.state
-            } else {
-                true
-            }
-        });
+        WindowIndex::new(current.services.len(), entries)
     }
 
     /// Store a new request (already validated).

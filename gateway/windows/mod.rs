@@ -8,4 +8,4 @@ pub mod store;
 
 pub use manager::{Actor, ManagerError, WindowManager};
 pub use model::{Action, State, TransitionError, Window};
-pub use store::{SqliteStore, StoreError, WindowStore};
+pub use store::{BlockStore, SqliteStore, StoreError, WindowStore};

@@ -22,6 +22,15 @@ pub enum StoreError {
     Poisoned,
 }
 
+/// Run a blocking store call (window or block store) off the async workers.
+pub async fn blocking<S: ?Sized + Send + Sync + 'static, T: Send + 'static>(
+    store: &std::sync::Arc<S>,
+    f: impl FnOnce(&S) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref())).await.unwrap_or_else(|_| Err(StoreError::Poisoned))
+}
+
 pub trait WindowStore: Send + Sync {
     fn insert(&self, w: &Window) -> Result<(), StoreError>;
     /// Replace a window whose stored state is still `expected`; false if it changed
@@ -44,7 +53,23 @@ const MIGRATIONS: &[&str] = &[
         doc TEXT NOT NULL
     );
     CREATE INDEX windows_state ON windows(state);",
+    // 1 -> 2: the runtime block list (`menshen block`).
+    "CREATE TABLE blocks (
+        cidr TEXT PRIMARY KEY NOT NULL,
+        expires_ms INTEGER,
+        doc TEXT NOT NULL
+    );",
 ];
+
+/// The runtime block list's storage (the same SQLite file as the windows).
+pub trait BlockStore: Send + Sync {
+    /// Insert or replace the block for `cidr`.
+    fn put_block(&self, cidr: &str, expires_ms: Option<i64>, doc: &str) -> Result<(), StoreError>;
+    /// Whether a block for `cidr` was there.
+    fn delete_block(&self, cidr: &str) -> Result<bool, StoreError>;
+    /// Every stored block as (cidr, doc).
+    fn blocks(&self) -> Result<Vec<(String, String)>, StoreError>;
+}
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -152,6 +177,30 @@ impl WindowStore for SqliteStore {
                 }
             }
             Ok(out)
+        })
+    }
+}
+
+impl BlockStore for SqliteStore {
+    fn put_block(&self, cidr: &str, expires_ms: Option<i64>, doc: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO blocks (cidr, expires_ms, doc) VALUES (?1, ?2, ?3)",
+                params![cidr, expires_ms, doc],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn delete_block(&self, cidr: &str) -> Result<bool, StoreError> {
+        self.with(|c| Ok(c.execute("DELETE FROM blocks WHERE cidr = ?1", [cidr])? == 1))
+    }
+
+    fn blocks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT cidr, doc FROM blocks ORDER BY cidr")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }

@@ -82,6 +82,12 @@ key = "gateway.key"
 
 [log]
 dir = "log"
+
+# Tests open many connections from few addresses, fast: the limits tests lower these.
+[limits]
+max_connections_per_source = 100000
+new_connections_per_source = 100000
+new_connections_burst = 100000
 "#
     )
 }

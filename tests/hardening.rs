@@ -1,0 +1,179 @@
+//! The runtime block list and the connection limits, end to end: blocks cut live
+//! connections within a second and persist across a restart; caps and rates refuse
+//! with `rate-limited` while the admin listener keeps answering.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn config(up: &TestUpstream, account: &str, limits: &[(&str, &str)]) -> String {
+    let mut head = config_head("");
+    for (k, v) in limits {
+        let line = head.lines().find(|l| l.starts_with(&format!("{k} ="))).map(str::to_string);
+        head = match line {
+            Some(l) => head.replace(&l, &format!("{k} = {v}")),
+            None => head.replace("[limits]\n", &format!("[limits]\n{k} = {v}\n")),
+        };
+    }
+    format!(
+        "{head}\n{topology}\n[[service]]\nname = \"nas\"\nlistener = \"https\"\nhosts = [\"nas.test\"]\n\
+         upstream = \"http://{up}\"\nzone = \"lan\"\nallow = [\"127.0.0.0/8\"]\n\n\
+         [admin]\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1/32\"]\n\n{account}\n",
+        topology = lan_behind_https("allow"),
+        up = up.addr,
+    )
+}
+
+fn admin() -> (String, String) {
+    let (token, hash) = menshen::admin::auth::new_token(Some("chen")).unwrap();
+    (token, format!("[[account]]\nname = \"chen\"\nrole = \"admin\"\ntoken_sha256 = \"{hash}\"\n"))
+}
+
+async fn keep_alive(gw: &TestGateway, src: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tls = gw.client().connect(gw.addr("https"), ip(src), "nas.test", false).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/").header("host", "nas.test").body(Full::new(Bytes::new())).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    send
+}
+
+async fn status(gw: &TestGateway, src: &str) -> Option<u16> {
+    gw.client().get(gw.addr("https"), src, "nas.test").send().await.ok().map(|r| r.status)
+}
+
+#[tokio::test]
+async fn blocks_cut_at_once_persist_and_expire() {
+    let up = start_upstream().await;
+    let (token, account) = admin();
+    let mut gw = TestGateway::start(&config(&up, &account, &[]));
+    let _live = keep_alive(&gw, "127.0.0.3").await;
+    let open = gw.conn_open_from("127.0.0.3").await;
+
+    let body = json!({"cidr": "127.0.0.3", "reason": "port scan from this host"});
+    let asked = Instant::now();
+    let (code, b) = gw.api("127.0.0.1", "POST", "/api/v1/blocks", &token, Some(body)).await;
+    assert_eq!(code, 201, "{b}");
+    assert_eq!((b["cidr"].as_str(), b["cut_connections"].as_u64()), (Some("127.0.0.3/32"), Some(1)));
+    let close = gw.conn_close(&open["conn"]).await;
+    assert_eq!(close["close_reason"], "blocked");
+    assert!(asked.elapsed() < Duration::from_secs(2), "cut within a second of the block");
+    let added = gw.wait_record(|r| r["event"] == "block.added").await;
+    assert_eq!((added["identity"].as_str(), added["cidr"].as_str()), (Some("chen"), Some("127.0.0.3/32")));
+    assert_eq!(added["cut_connections"], 1);
+    assert_eq!(status(&gw, "127.0.0.3").await, None, "refused before the handshake");
+    let denied =
+        gw.wait_record(|r| r["event"] == "conn.open" && r["src_ip"] == "127.0.0.3" && r["action"] == "deny").await;
+    assert_eq!(denied["reason"], "blocked");
+    assert_eq!(status(&gw, "127.0.0.2").await, Some(200), "others are untouched");
+
+    // Bad requests name the field; an admin cannot block their own address.
+    for (body, field) in [
+        (json!({"cidr": "127.0.0.300", "reason": "x"}), "cidr"),
+        (json!({"cidr": "0.0.0.0/0", "reason": "x"}), "cidr"),
+        (json!({"cidr": "127.0.0.0/24", "reason": "x"}), "cidr"),
+        (json!({"cidr": "127.0.0.9", "reason": ""}), "reason"),
+        (json!({"cidr": "127.0.0.9", "reason": "x", "duration": "soon"}), "duration"),
+    ] {
+        let (code, e) = gw.api("127.0.0.1", "POST", "/api/v1/blocks", &token, Some(body)).await;
+        assert_eq!(code, 400, "{e}");
+        assert!(e["error"].as_str().unwrap().starts_with(&format!("{field}:")), "{e}");
+    }
+
+    // A block with an expiry ends by itself.
+    let body = json!({"cidr": "127.0.0.4/32", "reason": "noisy for a moment", "duration": "1s"});
+    let (code, b) = gw.api("127.0.0.1", "POST", "/api/v1/blocks", &token, Some(body)).await;
+    assert_eq!(code, 201, "{b}");
+    assert_eq!(status(&gw, "127.0.0.4").await, None);
+    let expired = gw.wait_record(|r| r["event"] == "block.expired").await;
+    assert_eq!((expired["cidr"].as_str(), expired["identity"].as_str()), (Some("127.0.0.4/32"), Some("system")));
+    assert_eq!(status(&gw, "127.0.0.4").await, Some(200));
+
+    // Blocks survive a restart.
+    gw.restart();
+    assert_eq!(status(&gw, "127.0.0.3").await, None, "still blocked after a restart");
+    let (code, list) = gw.api("127.0.0.1", "GET", "/api/v1/blocks", &token, None).await;
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["reason"], "port scan from this host");
+
+    // The CLI lists and removes.
+    let ca = gw.dir.path().join("ca.pem");
+    std::fs::write(&ca, &gw.pki.ca_pem).unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .arg("block")
+            .args(args)
+            .env("MENSHEN_ADMIN_URL", format!("https://localhost:{}", gw.addr("admin").port()))
+            .env("MENSHEN_TOKEN", &token)
+            .env("MENSHEN_ADMIN_CA", &ca)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["list"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("127.0.0.3/32"));
+    let out = cli(&["remove", "127.0.0.3/32"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    gw.wait_record(|r| r["event"] == "block.removed" && r["cidr"] == "127.0.0.3/32").await;
+    assert_eq!(status(&gw, "127.0.0.3").await, Some(200));
+    let out = cli(&["remove", "127.0.0.3/32"]);
+    assert_eq!(out.status.code(), Some(1), "removing what is not there is refused");
+}
+
+#[tokio::test]
+async fn caps_and_rates_refuse_while_the_admin_listener_answers() {
+    let up = start_upstream().await;
+    let (token, account) = admin();
+    let gw =
+        TestGateway::start(&config(&up, &account, &[("max_connections", "6"), ("max_connections_per_source", "3")]));
+    // Three from one source; the fourth is refused before its handshake.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(keep_alive(&gw, "127.0.0.2").await);
+    }
+    assert_eq!(status(&gw, "127.0.0.2").await, None);
+    let r = gw.wait_record(|r| r["event"] == "conn.open" && r["src_ip"] == "127.0.0.2" && r["action"] == "deny").await;
+    assert_eq!(r["reason"], "rate-limited");
+    // Up to the total from others; then everyone is refused, but admins still get in.
+    for _ in 0..3 {
+        held.push(keep_alive(&gw, "127.0.0.3").await);
+    }
+    assert_eq!(status(&gw, "127.0.0.4").await, None, "the total is reached");
+    let (code, _) = gw.api("127.0.0.1", "GET", "/api/v1/blocks", &token, None).await;
+    assert_eq!(code, 200, "the admin listener answers while the proxy listeners are full");
+    // A closed connection gives its slot back.
+    drop(held.pop());
+    let deadline = Instant::now() + DEADLINE;
+    while status(&gw, "127.0.0.4").await != Some(200) {
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn new_connection_rate_per_source() {
+    let up = start_upstream().await;
+    let (_, account) = admin();
+    let gw = TestGateway::start(&config(
+        &up,
+        &account,
+        &[("new_connections_per_source", "2"), ("new_connections_burst", "5")],
+    ));
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        answers.push(status(&gw, "127.0.0.5").await);
+    }
+    let ok = answers.iter().filter(|a| **a == Some(200)).count();
+    assert!((5..=8).contains(&ok), "a burst of 5 then about 2/s: {answers:?}");
+    let limited: Vec<Value> =
+        gw.wait_count(12 - ok, |r| r["event"] == "conn.open" && r["reason"] == "rate-limited").await;
+    assert!(limited.iter().all(|r| r["src_ip"] == "127.0.0.5" && r["action"] == "deny"));
+    assert_eq!(status(&gw, "127.0.0.6").await, Some(200), "another source has its own bucket");
+}
