@@ -177,3 +177,20 @@ async fn new_connection_rate_per_source() {
     assert!(limited.iter().all(|r| r["src_ip"] == "127.0.0.5" && r["action"] == "deny"));
     assert_eq!(status(&gw, "127.0.0.6").await, Some(200), "another source has its own bucket");
 }
+
+#[tokio::test]
+async fn a_client_silent_after_the_handshake_is_closed_by_the_header_timeout() {
+    let up = start_upstream().await;
+    let (_, account) = admin();
+    let gw = TestGateway::start(&config(&up, &account, &[("header_read_timeout", "\"1s\"")]));
+    let started = Instant::now();
+    let mut tls = gw.client().connect(gw.addr("https"), ip("127.0.0.7"), "nas.test", false).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n =
+        tokio::time::timeout(DEADLINE, tokio::io::AsyncReadExt::read(&mut tls, &mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "closed without a request");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    let open = gw.conn_open_from("127.0.0.7").await;
+    assert_eq!(gw.conn_close(&open["conn"]).await["close_reason"], "idle", "the gateway closed it, not the client");
+}

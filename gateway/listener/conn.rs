@@ -669,7 +669,23 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let shared = record.shared().clone();
-    let conn = shared.http.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    // The protocol is the one ALPN chose (no sniffing: hyper's HTTP/1.1 header timer
+    // then starts with the connection, so a client that sends nothing is closed).
+    let io = TokioIo::new(tls);
+    if io.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+        let conn = shared.h2.serve_connection(io, svc);
+        run_conn(conn, &record, &shared, |c| c.graceful_shutdown()).await;
+    } else {
+        let conn = shared.h1.serve_connection(io, svc).with_upgrades();
+        run_conn(conn, &record, &shared, |c| c.graceful_shutdown()).await;
+    }
+}
+
+/// Drive one HTTP connection; `shutdown` asks it to finish gracefully.
+async fn run_conn<C>(conn: C, record: &ConnRecord, shared: &Shared, shutdown: impl Fn(std::pin::Pin<&mut C>))
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
     tokio::pin!(conn);
     let idle = record.idle_for(record.idle);
     tokio::pin!(idle);
@@ -682,6 +698,13 @@ where
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(conn = record.conn, error = %e, "connection ended with an error");
+                    // The gateway closed it (a timeout, a malformed or oversized
+                    // request): not the client's doing.
+                    if e.is_timeout() {
+                        record.set_close_reason(CloseReason::Idle);
+                    } else if e.is_parse() || e.is_parse_too_large() || e.is_parse_status() {
+                        record.set_close_reason(CloseReason::Error);
+                    }
                 }
                 if draining {
                     record.set_close_reason(CloseReason::Shutdown);
@@ -690,7 +713,7 @@ where
             }
             _ = shared.draining.cancelled(), if !draining => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
             }
             _ = &mut idle => {
                 record.set_close_reason(CloseReason::Idle);

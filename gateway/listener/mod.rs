@@ -20,7 +20,6 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -38,7 +37,10 @@ pub struct Shared {
     pub log: AuditLog,
     pub metrics: Arc<Metrics>,
     /// The HTTP server settings (limits, timer) shared by all connections.
-    pub http: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 (its header read timeout starts when the connection does).
+    pub h1: hyper::server::conn::http1::Builder,
+    /// HTTP/2, for clients that chose `h2` by ALPN.
+    pub h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     pub handshake_timeout: Duration,
     pub log_http_requests: bool,
     /// Cancelled at shutdown: stop accepting, finish in-flight requests.
@@ -67,14 +69,13 @@ impl Shared {
         log_http_requests: bool,
         l: crate::config::LimitSettings,
     ) -> Arc<Self> {
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
             .header_read_timeout(l.header_read_timeout)
-            .max_buf_size(l.max_request_head)
+            .max_header_size(l.max_request_head)
             .max_headers(l.max_headers);
-        http.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_concurrent_streams(l.h2_max_streams)
             .max_header_list_size(l.h2_max_header_list)
             // Rapid reset (CVE-2023-44487): a client that resets streams faster than
@@ -89,7 +90,8 @@ impl Shared {
             tls,
             log,
             metrics,
-            http,
+            h1,
+            h2,
             handshake_timeout,
             log_http_requests,
             limits: limits::Limits::new(l),
