@@ -124,16 +124,13 @@ pub(super) async fn handle(
         return;
     }
     drop((preface, first));
-    relay(client_r, client_w, up_r, up_w, &record).await;
+    // Boxed: the connection task's own future stays small (it is moved on spawn).
+    Box::pin(relay(client_r, client_w, up_r, up_w, &record)).await;
 }
 
-/// Read until the guard decides. Ok: the SNI (tls guard); Err: why it failed.
-async fn read_guard<R: AsyncRead + Unpin>(
-    r: &mut R,
-    guard: Guard,
-    buf: &mut Vec<u8>,
-) -> Result<Option<String>, &'static str> {
-    let mut chunk = [0u8; 2048];
+/// Read until the guard decides. Ok: the SNI (tls guard); Err: why it failed. Reads go
+/// straight into `buf` (grown as needed, never past the guard's limit).
+async fn read_guard<R: AsyncRead + Unpin>(r: &mut R, guard: Guard, buf: &mut Vec<u8>) -> Result<Option<String>, &'static str> {
     loop {
         match guard::check(guard, buf) {
             Verdict::Pass { sni } => return Ok(sni),
@@ -141,12 +138,12 @@ async fn read_guard<R: AsyncRead + Unpin>(
             Verdict::NeedMore if buf.len() >= guard::MAX_GUARD_BYTES => return Err("too many bytes without a verdict"),
             Verdict::NeedMore => {}
         }
-        let room = (guard::MAX_GUARD_BYTES - buf.len()).min(chunk.len());
-        let n = r.read(&mut chunk[..room]).await.map_err(|_| "read failed")?;
+        let room = (guard::MAX_GUARD_BYTES - buf.len()).min(2048);
+        let mut limited = r.take(room as u64);
+        let n = limited.read_buf(buf).await.map_err(|_| "read failed")?;
         if n == 0 {
             return Err("closed before the guard could decide");
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -185,15 +182,19 @@ where
     }
 }
 
-/// One direction: read into a fixed buffer, write it all, and pass EOF on as a
-/// half-close.
+/// One direction: read into a fixed buffer (allocated at the first byte, never
+/// zeroed), write it all, and pass EOF on as a half-close.
 async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut R, w: &mut W) -> std::io::Result<()> {
-    let mut buf = vec![0u8; BUF];
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        let n = r.read(&mut buf).await?;
+        if buf.capacity() == 0 {
+            buf.reserve_exact(BUF);
+        }
+        buf.clear();
+        let n = r.read_buf(&mut buf).await?;
         if n == 0 {
             return w.shutdown().await;
         }
-        w.write_all(&buf[..n]).await?;
+        w.write_all(&buf).await?;
     }
 }
