@@ -28,7 +28,8 @@ fn main() {
 async fn run() {
     let up = start_upstream().await;
     // Room for 10,000 connections from one source, held past the header timeout.
-    let head = config_head("").replace("[limits]\n", "[limits]\nmax_connections = 20000\nheader_read_timeout = \"10m\"\n");
+    let head =
+        config_head("").replace("[limits]\n", "[limits]\nmax_connections = 20000\nheader_read_timeout = \"10m\"\n");
     let config = format!(
         "{head}\n{topology}\n[[service]]\nname = \"nas\"\nlistener = \"https\"\nhosts = [\"nas.test\"]\n\
          upstream = \"http://{up}\"\nzone = \"lan\"\nallow = [\"127.0.0.0/8\"]\n",

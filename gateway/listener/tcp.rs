@@ -130,7 +130,11 @@ pub(super) async fn handle(
 
 /// Read until the guard decides. Ok: the SNI (tls guard); Err: why it failed. Reads go
 /// straight into `buf` (grown as needed, never past the guard's limit).
-async fn read_guard<R: AsyncRead + Unpin>(r: &mut R, guard: Guard, buf: &mut Vec<u8>) -> Result<Option<String>, &'static str> {
+async fn read_guard<R: AsyncRead + Unpin>(
+    r: &mut R,
+    guard: Guard,
+    buf: &mut Vec<u8>,
+) -> Result<Option<String>, &'static str> {
     loop {
         match guard::check(guard, buf) {
             Verdict::Pass { sni } => return Ok(sni),
