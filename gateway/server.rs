@@ -42,6 +42,7 @@ pub enum RunError {
 pub async fn run(config_path: &Path) -> Result<(), RunError> {
     // Handlers first: a SIGTERM that arrives while starting must drain, not kill.
     let mut signals = Signals::install().map_err(RunError::Signal)?;
+    let nofile = crate::listener::limits::raise_nofile();
     let cfg = config::load(config_path, Mode::Run)?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
@@ -177,6 +178,14 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     .await;
     shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
     shared.metrics.config_last_reload_success.set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
+    if let (Some(nofile), Some(effective)) = (nofile, shared.limits.cap_by_descriptors(nofile)) {
+        let max_connections = shared.limits.settings().max_connections;
+        tracing::warn!(
+            "{nofile} open files allow {effective} proxy connections at once, not max_connections = \
+             {max_connections}: raise LimitNOFILE"
+        );
+        log.record(Event::FdLimit(crate::audit::FdLimit { nofile, max_connections, effective })).await;
+    }
     if crate::metrics::clock::synchronized() == Some(false) {
         tracing::warn!("the clock is not NTP-synchronized: log times may drift (DH-1.17.3)");
         let note = "the kernel does not report the clock as synchronized; log times may drift";

@@ -194,3 +194,40 @@ async fn a_client_silent_after_the_handshake_is_closed_by_the_header_timeout() {
     let open = gw.conn_open_from("127.0.0.7").await;
     assert_eq!(gw.conn_close(&open["conn"]).await["close_reason"], "idle", "the gateway closed it, not the client");
 }
+
+#[tokio::test]
+async fn descriptor_exhaustion_meets_the_cap_and_the_admin_listener_answers() {
+    // 256 open files: (256 - 64 reserved) / 3 = 64 proxy connections at once. Without the
+    // cap, 600 silent connections would take every descriptor (EMFILE) and the admin
+    // listener could not accept either.
+    let up = start_upstream().await;
+    let (token, account) = admin();
+    let rates = [("new_connections_per_source", "100000"), ("new_connections_burst", "100000")];
+    let gw = TestGateway::start_with_open_files(&config(&up, &account, &rates), 256);
+    let limit = gw.wait_record(|r| r["event"] == "gateway.fd_limit").await;
+    assert_eq!((limit["nofile"].as_u64(), limit["effective"].as_u64()), (Some(256), Some(64)), "{limit}");
+    assert_eq!(limit["max_connections"], 4096);
+
+    let addr = gw.addr("https");
+    let mut held = Vec::new();
+    for i in 0..600u32 {
+        let src = ip(&format!("127.0.0.{}", 10 + i % 6));
+        if let Ok(s) = tcp_from(src, addr).await {
+            held.push(s);
+        }
+    }
+    assert_eq!(held.len(), 600, "the kernel accepts them all");
+    let refused = gw.wait_count(600 - 64, |r| r["event"] == "conn.open" && r["reason"] == "rate-limited").await;
+    assert!(refused.iter().all(|r| r["action"] == "deny"));
+    let (code, _) = gw.api("127.0.0.1", "GET", "/api/v1/blocks", &token, None).await;
+    assert_eq!(code, 200, "the admin listener answers while the proxy listeners are full");
+    assert_eq!(status(&gw, "127.0.0.2").await, None, "the cap holds for everyone");
+
+    // Once the flood is gone, service comes back by itself.
+    drop(held);
+    let deadline = Instant::now() + DEADLINE;
+    while status(&gw, "127.0.0.2").await != Some(200) {
+        assert!(Instant::now() < deadline, "service never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

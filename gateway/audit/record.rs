@@ -25,6 +25,7 @@ pub enum Event {
     WriteRecovered(WriteRecovered),
     SyslogGap(SyslogGap),
     ClockUnsynchronized(ClockUnsynchronized),
+    FdLimit(FdLimit),
     ConfigReload(ConfigReload),
     ConfigReloadFailed(ConfigReloadFailed),
     Block(BlockEvent),
@@ -50,6 +51,7 @@ impl Event {
             Event::WriteRecovered(_) => "log.write_recovered",
             Event::SyslogGap(_) => "log.syslog_gap",
             Event::ClockUnsynchronized(_) => "clock.unsynchronized",
+            Event::FdLimit(_) => "gateway.fd_limit",
             Event::ConfigReload(_) => "config.reload",
             Event::ConfigReloadFailed(_) => "config.reload_failed",
             Event::Block(b) => b.event,
@@ -75,6 +77,7 @@ impl Event {
             Event::WriteRecovered(e) => serde_json::to_writer(out, e),
             Event::SyslogGap(e) => serde_json::to_writer(out, e),
             Event::ClockUnsynchronized(e) => serde_json::to_writer(out, e),
+            Event::FdLimit(e) => serde_json::to_writer(out, e),
             Event::ConfigReload(e) => serde_json::to_writer(out, e),
             Event::ConfigReloadFailed(e) => serde_json::to_writer(out, e),
             Event::Block(e) => serde_json::to_writer(out, e),
@@ -370,4 +373,15 @@ pub struct SyslogGap {
 #[derive(Debug, Clone, Serialize)]
 pub struct ClockUnsynchronized {
     pub note: &'static str,
+}
+
+/// At start: the process may open too few file descriptors for `limits.max_connections`,
+/// so the proxy listeners admit only `effective` connections at once. The rest of the
+/// descriptors stay free for the admin listener, the log and the window store.
+#[derive(Debug, Clone, Serialize)]
+pub struct FdLimit {
+    /// RLIMIT_NOFILE in force (after raising the soft limit to the hard one).
+    pub nofile: u64,
+    pub max_connections: usize,
+    pub effective: usize,
 }

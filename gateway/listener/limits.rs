@@ -4,6 +4,12 @@
 //! bucket of `new_connections_per_source` per second (burst `new_connections_burst`).
 //! An IPv6 source counts by its /64: one host usually has the whole prefix.
 //! Over a limit: a deny record with reason `rate-limited`, and the connection closed.
+//!
+//! File descriptors bound `max_connections` too: at start the soft `RLIMIT_NOFILE` is
+//! raised to the hard one, and if that still leaves too few for `max_connections`, the
+//! proxy listeners admit fewer ([`Limits::cap_by_descriptors`]). A flood then meets a
+//! `rate-limited` refusal instead of `EMFILE`, and the admin listener, the log and the
+//! window store keep the descriptors they need.
 
 use crate::config::LimitSettings;
 use arc_swap::ArcSwap;
@@ -21,6 +27,40 @@ pub struct Limits {
     total: AtomicUsize,
     /// Open connections by source key (proxy and admin listeners).
     per_source: Mutex<HashMap<IpAddr, usize>>,
+    /// How many proxy connections the process's file descriptors allow (`usize::MAX`:
+    /// unknown or plenty); `max_connections` above it is clamped to it.
+    fd_cap: AtomicUsize,
+}
+
+/// Descriptors kept back from the proxy listeners: listening sockets, the log files, the
+/// window store, syslog and webhook connections, and the admin listener's sessions.
+const FD_RESERVE: u64 = 64;
+
+/// Descriptors one proxy connection may need, counted generously: the client's socket,
+/// an upstream connection in use and one idle in the upstream pool.
+const FDS_PER_CONNECTION: u64 = 3;
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit (systemd's default soft limit is
+/// 1024, its hard limit far higher) and return the soft limit in force afterwards
+/// (`None`: unlimited or unknown).
+pub fn raise_nofile() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (now.current, now.maximum) {
+        if current < maximum {
+            let raised = Rlimit { current: Some(maximum), maximum: Some(maximum) };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::warn!(error = %e, "cannot raise the open-files limit from {current} to {maximum}");
+            }
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// How many proxy connections `nofile` descriptors carry, after the reserve.
+pub fn connections_for(nofile: u64) -> usize {
+    let n = nofile.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION;
+    usize::try_from(n).unwrap_or(usize::MAX).max(1)
 }
 
 /// Why a connection was not admitted (both are logged as `rate-limited`).
@@ -77,7 +117,29 @@ impl Limits {
             settings: ArcSwap::from_pointee(s),
             total: AtomicUsize::new(0),
             per_source: Mutex::new(HashMap::new()),
+            fd_cap: AtomicUsize::new(usize::MAX),
         })
+    }
+
+    /// Bound the proxy connections by the descriptors there are (`nofile`, from
+    /// [`raise_nofile`]). Returns the number now in force when it is below the
+    /// configured `max_connections`, for the start-up warning.
+    pub fn cap_by_descriptors(&self, nofile: Option<u64>) -> Option<usize> {
+        let cap = nofile.map_or(usize::MAX, connections_for);
+        self.fd_cap.store(cap, Ordering::Relaxed);
+        let configured = self.settings.load().max_connections;
+        (cap < configured).then_some(cap)
+    }
+
+    /// The limits as configured.
+    pub fn settings(&self) -> Arc<LimitSettings> {
+        self.settings.load_full()
+    }
+
+    /// The cap on open proxy connections in force: `max_connections`, or less when the
+    /// file descriptors allow fewer.
+    pub fn max_connections(&self) -> usize {
+        self.settings.load().max_connections.min(self.fd_cap.load(Ordering::Relaxed))
     }
 
     /// New numbers from a reload (a changed rate starts with fresh buckets).
@@ -100,7 +162,8 @@ impl Limits {
             return Err(Over::Rate);
         }
         let s = self.settings.load();
-        if proxy && self.total.fetch_add(1, Ordering::Relaxed) >= s.max_connections {
+        let max = s.max_connections.min(self.fd_cap.load(Ordering::Relaxed));
+        if proxy && self.total.fetch_add(1, Ordering::Relaxed) >= max {
             self.total.fetch_sub(1, Ordering::Relaxed);
             return Err(Over::Connections);
         }
@@ -161,6 +224,22 @@ mod tests {
         let _s4 = l.admit(b, true).unwrap();
         drop(admin);
         assert!(l.per_source.lock().unwrap().get(&"192.0.2.9".parse::<IpAddr>().unwrap()).is_none());
+    }
+
+    #[test]
+    fn too_few_descriptors_lower_the_cap() {
+        let l = Limits::new(settings(4096, 4096, 1000));
+        assert_eq!(l.cap_by_descriptors(None), None, "unknown: the configured cap");
+        assert_eq!(l.cap_by_descriptors(Some(1 << 20)), None, "plenty: the configured cap");
+        assert_eq!(l.max_connections(), 4096);
+        assert_eq!(l.cap_by_descriptors(Some(1024)), Some(320), "(1024 - 64) / 3");
+        assert_eq!(l.max_connections(), 320);
+        assert_eq!(connections_for(10), 1, "never zero");
+        let held: Vec<Slot> =
+            (0..320u32).map(|i| l.admit(IpAddr::from((0xc000_0200 + i).to_be_bytes()), true).unwrap()).collect();
+        assert_eq!(l.admit("198.51.100.1".parse().unwrap(), true).err(), Some(Over::Connections));
+        assert!(l.admit("198.51.100.1".parse().unwrap(), false).is_ok(), "the admin listener is outside the cap");
+        drop(held);
     }
 
     #[test]

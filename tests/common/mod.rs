@@ -116,14 +116,27 @@ impl TestGateway {
     /// Start in a directory the test prepared (e.g. with a mount at `log`).
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> TestGateway {
         let pki = Arc::new(TestPki::new(&["admin.test", "nas.test", "localhost"]));
-        Self::start_files_in(dir, config, pki, &[])
+        Self::start_files_in(dir, config, pki, &[], None)
+    }
+
+    /// Start under an open-files limit of `nofile` (soft and hard, set by `prlimit`,
+    /// which then becomes the gateway: same PID).
+    pub fn start_with_open_files(config: &str, nofile: u64) -> TestGateway {
+        let pki = Arc::new(TestPki::new(&["admin.test", "nas.test", "localhost"]));
+        Self::start_files_in(tempfile::tempdir().expect("tempdir"), config, pki, &[], Some(nofile))
     }
 
     pub fn start_with_files(config: &str, pki: Arc<TestPki>, files: &[(&str, &str)]) -> TestGateway {
-        Self::start_files_in(tempfile::tempdir().expect("tempdir"), config, pki, files)
+        Self::start_files_in(tempfile::tempdir().expect("tempdir"), config, pki, files, None)
     }
 
-    fn start_files_in(dir: tempfile::TempDir, config: &str, pki: Arc<TestPki>, files: &[(&str, &str)]) -> TestGateway {
+    fn start_files_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        pki: Arc<TestPki>,
+        files: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> TestGateway {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write file");
         }
@@ -132,7 +145,7 @@ impl TestGateway {
         let cfg = dir.path().join("menshen.toml");
         std::fs::write(&cfg, config).expect("write config");
         let stderr = dir.path().join("stderr.txt");
-        let (child, addrs) = spawn(&cfg, config, &stderr);
+        let (child, addrs) = spawn_limited(&cfg, config, &stderr, nofile);
         TestGateway { dir, child: Some(child), addrs, pki, stderr }
     }
 
@@ -275,7 +288,19 @@ impl Drop for TestGateway {
 
 /// Start the binary on `cfg`; read the bound addresses from its stdout (bounded wait).
 fn spawn(cfg: &Path, config: &str, stderr: &Path) -> (Child, Vec<(String, SocketAddr)>) {
-    let mut child = Command::new(bin())
+    spawn_limited(cfg, config, stderr, None)
+}
+
+fn spawn_limited(cfg: &Path, config: &str, stderr: &Path, nofile: Option<u64>) -> (Child, Vec<(String, SocketAddr)>) {
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
+    let mut child = cmd
         .args(["run", "-c"])
         .arg(cfg)
         .stdout(Stdio::piped())
