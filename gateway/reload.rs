@@ -261,7 +261,7 @@ impl Reloader {
                 Source::Takeover(i) => match handed.remove(&i) {
                     Some(Ok(sock)) => spawn_loop(&self.shared, name, l.bind, sock),
                     // The old loop died: bind afresh (its socket is closed by now).
-                    _ => match TcpListener::bind(l.bind).await {
+                    _ => match crate::listener::bind(l.bind) {
                         Ok(sock) => spawn_loop(&self.shared, name, l.bind, sock),
                         Err(e) => {
                             tracing::error!(listener = %l.name, error = %e, "cannot take over the listener's socket");
@@ -369,7 +369,7 @@ async fn plan_listeners(slots: &[Slot], cfg: &Config) -> Result<Vec<Source>, Vec
     let mut errors = Vec::new();
     for (i, (l, source)) in cfg.policy.listeners.iter().zip(sources.iter_mut()).enumerate() {
         if source.is_none() {
-            match TcpListener::bind(l.bind).await {
+            match crate::listener::bind(l.bind) {
                 Ok(sock) => *source = Some(Source::Fresh(sock)),
                 Err(e) => errors
                     .push(format!("{file}: listener[{i}].bind: cannot listen on {} for {:?}: {e}", l.bind, l.name)),

@@ -13,7 +13,6 @@ use crate::tls;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -56,7 +55,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     // Bind everything before writing anything: a bind failure leaves no trace to explain.
     let mut bound = Vec::new();
     for l in cfg.policy.listeners.iter() {
-        let sock = TcpListener::bind(l.bind).await.map_err(|source| RunError::Bind {
+        let sock = crate::listener::bind(l.bind).map_err(|source| RunError::Bind {
             name: l.name.clone(),
             addr: l.bind,
             source,
@@ -68,7 +67,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     let admin_sock = match admin {
         Some(a) => {
             let name = crate::admin::server::LISTENER.to_string();
-            let sock = TcpListener::bind(a.bind).await.map_err(|source| RunError::Bind {
+            let sock = crate::listener::bind(a.bind).map_err(|source| RunError::Bind {
                 name: name.clone(),
                 addr: a.bind,
                 source,
@@ -79,7 +78,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
         None => None,
     };
     let metrics_sock = match gateway.metrics_bind {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| RunError::Bind {
+        Some(addr) => Some(crate::listener::bind(addr).map_err(|source| RunError::Bind {
             name: "metrics".into(),
             addr,
             source,

@@ -1425,12 +1425,15 @@ async fn closed_after(group: Vec<tokio::task::JoinHandle<Option<Duration>>>, wha
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_cut_and_other_clients_keep_being_served() {
-    // 500 trickling connections in all (the test process and the gateway each hold one
-    // socket per connection: far below `ulimit -n`).
-    const SILENT: usize = 200;
-    const SLOW_HELLO: usize = 150;
+    // 2,150 trickling connections in all. The test process and the gateway each hold a
+    // descriptor per connection; both raise their soft open-files limit to the hard one.
+    const SILENT: usize = 1_500;
+    const SLOW_HELLO: usize = 500;
     const SLOW_HEAD: usize = 100;
     const IDLE_AFTER_TLS: usize = 50;
+    let need = 2 * (SILENT + SLOW_HELLO + SLOW_HEAD + IDLE_AFTER_TLS) as u64;
+    let nofile = menshen::listener::limits::raise_nofile().unwrap_or(u64::MAX);
+    assert!(nofile >= need, "this test needs {need} open files, the hard limit (ulimit -Hn) is {nofile}");
     let (gw, rec) = start("handshake_timeout = \"1s\"", "3s").await;
     let addr = gw.addr("https");
     let every = Duration::from_millis(50);

@@ -28,6 +28,21 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Connections the kernel may queue for `accept` on one listener (capped by
+/// `net.core.somaxconn`, 4096 by default). Tokio's default of 1024 overflows under a
+/// burst of a few thousand connections: the kernel then drops the client's ACK and the
+/// connection is only queued seconds later, when a SYN-ACK retransmission gets through.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind a listening socket with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
+/// `TcpListener::bind` sets it, so a restart can bind again at once).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(LISTEN_BACKLOG)
+}
+
 /// State every connection task shares. Built once at start.
 pub struct Shared {
     /// The decision state; swapped whole, never edited (the window manager and,
