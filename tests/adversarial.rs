@@ -1165,31 +1165,6 @@ async fn header_floods_are_refused_and_the_gateway_keeps_serving() {
 // === 5. HTTP/2 rapid reset ===
 
 /// Latency figures of a legitimate client's run.
-struct Stats {
-    ok: usize,
-    failed: usize,
-    latencies: Vec<Duration>,
-}
-
-impl Stats {
-    fn pct(&self, p: f64) -> Duration {
-        let mut v = self.latencies.clone();
-        v.sort();
-        v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default()
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "{} ok, {} failed, p50 {:?}, p99 {:?}, max {:?}",
-            self.ok,
-            self.failed,
-            self.pct(0.5),
-            self.pct(0.99),
-            self.pct(1.0)
-        )
-    }
-}
-
 /// Send GETs every `every` on one persistent HTTP/2 connection from `src` until `stop`
 /// is set (or `max` requests); each one's latency.
 async fn legit_h2(gw: &TestGateway, src: &str, every: Duration, max: usize, stop: Arc<AtomicBool>) -> Stats {
@@ -1209,7 +1184,7 @@ async fn legit_h2_on(
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("legit h2");
     tokio::spawn(conn);
-    let mut stats = Stats { ok: 0, failed: 0, latencies: Vec::new() };
+    let mut stats = Stats::default();
     let mut tick = tokio::time::interval(every);
     while stats.latencies.len() < max && !stop.load(Ordering::SeqCst) {
         tick.tick().await;
@@ -1219,12 +1194,7 @@ async fn legit_h2_on(
             Ok(Ok(resp)) => resp.status() == 200,
             _ => false,
         };
-        stats.latencies.push(t.elapsed());
-        if ok {
-            stats.ok += 1;
-        } else {
-            stats.failed += 1;
-        }
+        stats.record(t.elapsed(), ok);
     }
     stats
 }
@@ -1384,32 +1354,6 @@ where
             }
         }
     }
-}
-
-/// Fresh-connection HTTP/1.1 GETs from `src`, one every `every`, until `stop` is set or
-/// `max` requests are done.
-async fn legit_h1(
-    c: TestClient,
-    addr: SocketAddr,
-    src: &'static str,
-    every: Duration,
-    max: usize,
-    stop: Arc<AtomicBool>,
-) -> Stats {
-    let mut stats = Stats { ok: 0, failed: 0, latencies: Vec::new() };
-    let mut tick = tokio::time::interval(every);
-    while stats.latencies.len() < max && !stop.load(Ordering::SeqCst) {
-        tick.tick().await;
-        let t = Instant::now();
-        let ok = matches!(c.get(addr, src, "admin.test").path("/legit").send().await, Ok(r) if r.status == 200);
-        stats.latencies.push(t.elapsed());
-        if ok {
-            stats.ok += 1;
-        } else {
-            stats.failed += 1;
-        }
-    }
-    stats
 }
 
 /// Wait for a group of trickling connections; their close times.

@@ -197,7 +197,7 @@ async fn a_client_silent_after_the_handshake_is_closed_by_the_header_timeout() {
 
 #[tokio::test]
 async fn descriptor_exhaustion_meets_the_cap_and_the_admin_listener_answers() {
-    // 256 open files: (256 - 64 reserved) / 3 = 64 proxy connections at once. Without the
+    // 256 open files: (256 - 64 reserved) / 2 = 96 proxy connections at once. Without the
     // cap, 600 silent connections would take every descriptor (EMFILE) and the admin
     // listener could not accept either.
     let up = start_upstream().await;
@@ -205,7 +205,7 @@ async fn descriptor_exhaustion_meets_the_cap_and_the_admin_listener_answers() {
     let rates = [("new_connections_per_source", "100000"), ("new_connections_burst", "100000")];
     let gw = TestGateway::start_with_open_files(&config(&up, &account, &rates), 256);
     let limit = gw.wait_record(|r| r["event"] == "gateway.fd_limit").await;
-    assert_eq!((limit["nofile"].as_u64(), limit["effective"].as_u64()), (Some(256), Some(64)), "{limit}");
+    assert_eq!((limit["nofile"].as_u64(), limit["effective"].as_u64()), (Some(256), Some(96)), "{limit}");
     assert_eq!(limit["max_connections"], 4096);
 
     let addr = gw.addr("https");
@@ -217,7 +217,7 @@ async fn descriptor_exhaustion_meets_the_cap_and_the_admin_listener_answers() {
         }
     }
     assert_eq!(held.len(), 600, "the kernel accepts them all");
-    let refused = gw.wait_count(600 - 64, |r| r["event"] == "conn.open" && r["reason"] == "rate-limited").await;
+    let refused = gw.wait_count(600 - 96, |r| r["event"] == "conn.open" && r["reason"] == "rate-limited").await;
     assert!(refused.iter().all(|r| r["action"] == "deny"));
     let (code, _) = gw.api("127.0.0.1", "GET", "/api/v1/blocks", &token, None).await;
     assert_eq!(code, 200, "the admin listener answers while the proxy listeners are full");

@@ -216,7 +216,7 @@ fn admin_account() -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_through_the_gateway_inside_and_outside_a_window() {
     let dir = tempfile::tempdir().unwrap();
-    let sshd = sshd(dir.path());
+    let sshd = std::sync::Arc::new(sshd(dir.path()));
     let (token, account) = admin_account();
     let gw = TestGateway::start(&ssh_config(sshd.port, &account));
     let addr = gw.addr("ssh");
@@ -262,6 +262,23 @@ async fn ssh_through_the_gateway_inside_and_outside_a_window() {
     );
     let opened = gw.wait_record(|r| r["event"] == "conn.open" && r["conn"] == cut["conn"]).await;
     assert_eq!((opened["reason"].as_str(), opened["identity"].as_str()), (Some("window"), Some("chen")));
+
+    // Blocking the allowlisted source cuts its live session within a second.
+    let session = {
+        let (sshd, addr) = (sshd.clone(), addr);
+        tokio::spawn(async move { ssh(&sshd, "127.0.0.2", addr, "sleep 60", Duration::from_secs(20)).await })
+    };
+    let live =
+        gw.wait_count(2, |r| r["event"] == "conn.open" && r["src_ip"] == "127.0.0.2" && r["action"] == "allow").await;
+    let body = json!({"cidr": "127.0.0.2", "reason": "compromised laptop"});
+    let blocked_at = Instant::now();
+    let (code, b) = gw.api("127.0.0.1", "POST", "/api/v1/blocks", &token, Some(body)).await;
+    assert_eq!(code, 201, "{b}");
+    let out = tokio::time::timeout(DEADLINE, session).await.expect("ssh ended").expect("ssh task");
+    assert!(!out.status.success(), "the session was cut");
+    assert!(blocked_at.elapsed() < Duration::from_millis(1500), "cut {:?} after the block", blocked_at.elapsed());
+    let close = gw.conn_close(&live[1]["conn"]).await;
+    assert_eq!(close["close_reason"], "blocked");
 }
 
 #[tokio::test]

@@ -36,9 +36,10 @@ pub struct Limits {
 /// window store, syslog and webhook connections, and the admin listener's sessions.
 const FD_RESERVE: u64 = 64;
 
-/// Descriptors one proxy connection may need, counted generously: the client's socket,
-/// an upstream connection in use and one idle in the upstream pool.
-const FDS_PER_CONNECTION: u64 = 3;
+/// Descriptors one proxy connection needs: the client's socket and its upstream
+/// connection. (Idle upstream connections are few: the pool keeps them for reuse by
+/// the next client, and the reserve covers the rest.)
+const FDS_PER_CONNECTION: u64 = 2;
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit (systemd's default soft limit is
 /// 1024, its hard limit far higher) and return the soft limit in force afterwards
@@ -232,11 +233,11 @@ mod tests {
         assert_eq!(l.cap_by_descriptors(None), None, "unknown: the configured cap");
         assert_eq!(l.cap_by_descriptors(Some(1 << 20)), None, "plenty: the configured cap");
         assert_eq!(l.max_connections(), 4096);
-        assert_eq!(l.cap_by_descriptors(Some(1024)), Some(320), "(1024 - 64) / 3");
-        assert_eq!(l.max_connections(), 320);
+        assert_eq!(l.cap_by_descriptors(Some(1024)), Some(480), "(1024 - 64) / 2");
+        assert_eq!(l.max_connections(), 480);
         assert_eq!(connections_for(10), 1, "never zero");
         let held: Vec<Slot> =
-            (0..320u32).map(|i| l.admit(IpAddr::from((0xc000_0200 + i).to_be_bytes()), true).unwrap()).collect();
+            (0..480u32).map(|i| l.admit(IpAddr::from((0xc000_0200 + i).to_be_bytes()), true).unwrap()).collect();
         assert_eq!(l.admit("198.51.100.1".parse().unwrap(), true).err(), Some(Over::Connections));
         assert!(l.admit("198.51.100.1".parse().unwrap(), false).is_ok(), "the admin listener is outside the cap");
         drop(held);

@@ -662,3 +662,72 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
+
+// === legitimate clients under attack (tests/adversarial.rs, benches/attacks.rs) ===
+
+/// What a legitimate client saw: answers and latencies.
+#[derive(Default)]
+pub struct Stats {
+    pub ok: usize,
+    pub failed: usize,
+    pub latencies: Vec<Duration>,
+}
+
+impl Stats {
+    pub fn record(&mut self, latency: Duration, ok: bool) {
+        self.latencies.push(latency);
+        if ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    pub fn pct(&self, p: f64) -> Duration {
+        let mut v = self.latencies.clone();
+        v.sort();
+        v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or_default()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ok, {} failed, p50 {:?}, p99 {:?}, max {:?}",
+            self.ok,
+            self.failed,
+            self.pct(0.5),
+            self.pct(0.99),
+            self.pct(1.0)
+        )
+    }
+}
+
+/// Fresh-connection HTTP/1.1 GETs from `src`, one every `every`, until `stop` is set or
+/// `max` requests are done.
+pub async fn legit_h1(
+    c: TestClient,
+    addr: SocketAddr,
+    src: &'static str,
+    every: Duration,
+    max: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Stats {
+    let mut stats = Stats::default();
+    let mut tick = tokio::time::interval(every);
+    while stats.latencies.len() < max && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        tick.tick().await;
+        let t = Instant::now();
+        let ok = matches!(c.get(addr, src, "admin.test").path("/legit").send().await, Ok(r) if r.status == 200);
+        stats.record(t.elapsed(), ok);
+    }
+    stats
+}
+
+/// A process's resident memory, from /proc (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
