@@ -151,16 +151,27 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     let timer = tokio::spawn(manager.clone().run(timer_stop.clone()));
     let blocks = crate::blocks::BlockManager::start(sqlite, shared.clone()).await?;
     let block_sweep = tokio::spawn(blocks.clone().run(timer_stop.clone()));
-    // Rate-limit state of sources not seen lately is dropped every minute.
+    // Rate-limit state of sources not seen lately is dropped every minute; the counts
+    // of flooding sources' refusals are written every second.
     let limits_sweep = {
-        let (limits, stop) = (shared.limits.clone(), timer_stop.clone());
+        let (shared, stop) = (shared.clone(), timer_stop.clone());
         tokio::spawn(async move {
+            let mut second = tokio::time::interval(Duration::from_secs(1));
+            second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks = 0u64;
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => limits.sweep(),
+                    _ = stop.cancelled() => break,
+                    _ = second.tick() => {
+                        crate::listener::refusals::flush(&shared).await;
+                        ticks += 1;
+                        if ticks % 60 == 0 {
+                            shared.limits.sweep();
+                        }
+                    }
                 }
             }
+            crate::listener::refusals::flush(&shared).await;
         })
     };
 

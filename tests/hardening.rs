@@ -172,9 +172,10 @@ async fn new_connection_rate_per_source() {
     }
     let ok = answers.iter().filter(|a| **a == Some(200)).count();
     assert!((5..=8).contains(&ok), "a burst of 5 then about 2/s: {answers:?}");
-    let limited: Vec<Value> =
-        gw.wait_count(12 - ok, |r| r["event"] == "conn.open" && r["reason"] == "rate-limited").await;
-    assert!(limited.iter().all(|r| r["src_ip"] == "127.0.0.5" && r["action"] == "deny"));
+    // One refusal in full, the rest counted in the source's once-a-second summary.
+    let (full, summaries) = gw.wait_refusals(12 - ok as u64, "rate-limited").await;
+    assert!(full.iter().all(|r| r["src_ip"] == "127.0.0.5" && r["action"] == "deny"), "{full:?}");
+    assert!(summaries.iter().all(|s| s["src_ip"] == "127.0.0.5" && s["action"] == "deny" && s["listener"] == "https"));
     assert_eq!(status(&gw, "127.0.0.6").await, Some(200), "another source has its own bucket");
 }
 
@@ -217,8 +218,9 @@ async fn descriptor_exhaustion_meets_the_cap_and_the_admin_listener_answers() {
         }
     }
     assert_eq!(held.len(), 600, "the kernel accepts them all");
-    let refused = gw.wait_count(600 - 96, |r| r["event"] == "conn.open" && r["reason"] == "rate-limited").await;
-    assert!(refused.iter().all(|r| r["action"] == "deny"));
+    // A full record for each of the 6 sources' first refusal, the rest in summaries.
+    let (full, _) = gw.wait_refusals(600 - 96, "rate-limited").await;
+    assert!(full.len() < 60, "{} refusals written in full", full.len());
     let (code, _) = gw.api("127.0.0.1", "GET", "/api/v1/blocks", &token, None).await;
     assert_eq!(code, 200, "the admin listener answers while the proxy listeners are full");
     assert_eq!(status(&gw, "127.0.0.2").await, None, "the cap holds for everyone");
@@ -230,4 +232,52 @@ async fn descriptor_exhaustion_meets_the_cap_and_the_admin_listener_answers() {
         assert!(Instant::now() < deadline, "service never came back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_flood_from_one_source_is_counted_not_written_record_by_record() {
+    // 2 new connections a second from one source; it opens 400 at once. Each refusal
+    // is in the log, but as a count in a once-a-second `conn.refused` summary after the
+    // first one written in full: a flood cannot fill the log.
+    let up = start_upstream().await;
+    let (_, account) = admin();
+    let config = config(&up, &account, &[("new_connections_per_source", "2"), ("new_connections_burst", "5")])
+        .replacen("[gateway]\n", "[gateway]\nmetrics_bind = \"127.0.0.1:0\"\n", 1);
+    let gw = TestGateway::start(&config);
+    let addr = gw.addr("https");
+    for _ in 0..400 {
+        drop(tcp_from(ip("127.0.0.8"), addr).await.unwrap());
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let (opens, refused) = loop {
+        let records = gw.records();
+        let from = |event: &str| -> Vec<Value> {
+            records.iter().filter(|r| r["event"] == event && r["src_ip"] == "127.0.0.8").cloned().collect()
+        };
+        let (opens, refused) = (from("conn.open"), from("conn.refused"));
+        let counted: u64 = refused.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+        if opens.len() as u64 + counted == 400 {
+            break (opens, refused);
+        }
+        assert!(Instant::now() < deadline, "{} + {counted} of 400 connections in the log", opens.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let limited = opens.iter().filter(|r| r["reason"] == "rate-limited").count();
+    assert!((1..=3).contains(&limited), "{limited} rate-limited refusals written in full");
+    assert!(opens.len() < 20, "admitted: the burst and the rate ({} records)", opens.len());
+    for r in &refused {
+        assert_eq!(
+            (r["reason"].as_str(), r["action"].as_str(), r["listener"].as_str()),
+            (Some("rate-limited"), Some("deny"), Some("https"))
+        );
+        assert!(r["first"].as_str() <= r["last"].as_str(), "{r}");
+    }
+    // Metrics count every refusal.
+    let (_, metrics) = http_get(gw.addr("metrics"), "/metrics").await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("menshen_connections_total") && l.contains("reason=\"rate-limited\""))
+        .expect("rate-limited counter");
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(n as usize, 400 - opens.len() + limited, "{line}");
 }

@@ -45,26 +45,6 @@ token_sha256 = "{hash}"
     )
 }
 
-/// A plain HTTP GET; the status and body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("http");
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", "localhost")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let fut = async {
-        let resp = send.send_request(req).await.expect("response");
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    };
-    tokio::time::timeout(DEADLINE, fut).await.expect("answered in time")
-}
-
 /// Label names of the first sample of `name`.
 fn label_names(text: &str, name: &str) -> Option<BTreeSet<String>> {
     let line = text.lines().find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))?;

@@ -73,11 +73,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
         None
     };
     if let Some(reason) = refusal {
-        return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, reason).await;
+        return refuse(&shared, &names, &peer, &hello, reason).await;
     }
     // Per-source cap and rate (admins are outside the proxy listeners' total).
     let Ok(slot) = shared.limits.admit(peer.src, false) else {
-        return conn::write_open(&shared, &names, &peer, &hello, Action::Deny, Reason::RateLimited).await;
+        return refuse(&shared, &names, &peer, &hello, Reason::RateLimited).await;
     };
     hello.proto = "tls";
     // The same bound as the proxy listeners: a client that sends nothing is closed.
@@ -131,4 +131,14 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
         async move { Ok::<_, Infallible>(api::handle(state, req, src).await) }
     });
     conn::drive(tls, record, svc).await;
+}
+
+/// A refusal before a byte was read: written in full, or counted into the flooding
+/// source's `conn.refused` summary (see [`crate::listener::refusals`]).
+async fn refuse(shared: &Shared, names: &OpenNames<'_>, peer: &Peer, hello: &Hello, reason: Reason) {
+    use crate::listener::refusals::ADMIN;
+    if shared.refusals.full_record(peer.src, reason, ADMIN, LISTENER, jiff::Timestamp::now()) {
+        return conn::write_open(shared, names, peer, hello, Action::Deny, reason).await;
+    }
+    shared.metrics.connections.with_label_values(&[LISTENER, "", Action::Deny.as_str(), reason.as_str()]).inc();
 }

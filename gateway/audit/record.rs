@@ -26,6 +26,7 @@ pub enum Event {
     SyslogGap(SyslogGap),
     ClockUnsynchronized(ClockUnsynchronized),
     FdLimit(FdLimit),
+    ConnRefused(ConnRefused),
     ConfigReload(ConfigReload),
     ConfigReloadFailed(ConfigReloadFailed),
     Block(BlockEvent),
@@ -52,6 +53,7 @@ impl Event {
             Event::SyslogGap(_) => "log.syslog_gap",
             Event::ClockUnsynchronized(_) => "clock.unsynchronized",
             Event::FdLimit(_) => "gateway.fd_limit",
+            Event::ConnRefused(_) => "conn.refused",
             Event::ConfigReload(_) => "config.reload",
             Event::ConfigReloadFailed(_) => "config.reload_failed",
             Event::Block(b) => b.event,
@@ -78,6 +80,7 @@ impl Event {
             Event::SyslogGap(e) => serde_json::to_writer(out, e),
             Event::ClockUnsynchronized(e) => serde_json::to_writer(out, e),
             Event::FdLimit(e) => serde_json::to_writer(out, e),
+            Event::ConnRefused(e) => serde_json::to_writer(out, e),
             Event::ConfigReload(e) => serde_json::to_writer(out, e),
             Event::ConfigReloadFailed(e) => serde_json::to_writer(out, e),
             Event::Block(e) => serde_json::to_writer(out, e),
@@ -384,4 +387,19 @@ pub struct FdLimit {
     pub nofile: u64,
     pub max_connections: usize,
     pub effective: usize,
+}
+
+/// Connections from one source refused before a byte was read (`blocked` or
+/// `rate-limited`) after the one written in full as `conn.open`: how many, and when
+/// the first and last came (see `listener::refusals`). One per flooding source a second.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnRefused {
+    pub listener: String,
+    pub src_ip: IpAddr,
+    pub action: &'static str,
+    pub reason: &'static str,
+    pub count: u64,
+    /// RFC 3339 in the gateway's time zone.
+    pub first: String,
+    pub last: String,
 }

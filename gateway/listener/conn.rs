@@ -335,17 +335,14 @@ pub(super) async fn handle(stream: TcpStream, peer: SocketAddr, name: Arc<str>, 
     }
     // A blocked source is refused before a byte is read.
     if policy.is_blocked(peer.src) {
-        let hello = Hello { proto: "tcp", ..Hello::default() };
-        return record_open(&shared, &policy, lid, &peer, &hello, &Decision::deny(zone_from, Reason::Blocked)).await;
+        return refuse_early(&shared, &policy, lid, &peer, Decision::deny(zone_from, Reason::Blocked)).await;
     }
     // Caps and rates, before the handshake is paid for.
     let slot = match shared.limits.admit(peer.src, true) {
         Ok(slot) => slot,
         Err(over) => {
             tracing::debug!(conn = peer.conn, src = %peer.src, ?over, "over a connection limit");
-            let hello = Hello { proto: "tcp", ..Hello::default() };
-            let d = Decision::deny(zone_from, Reason::RateLimited);
-            return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
+            return refuse_early(&shared, &policy, lid, &peer, Decision::deny(zone_from, Reason::RateLimited)).await;
         }
     };
     if policy.listeners[lid].kind == policy::ListenerKind::Tcp {
@@ -574,6 +571,17 @@ async fn read_proxy_header(stream: &TcpStream) -> Result<Option<super::proxy_pro
             Parsed::NeedMore => have = n,
         }
     }
+}
+
+/// A refusal before a byte was read: written in full, or, while its source floods,
+/// counted into the source's `conn.refused` summary (see [`super::refusals`]).
+async fn refuse_early(shared: &Shared, policy: &Policy, lid: ListenerId, peer: &Peer, d: Decision) {
+    let listener = &policy.listeners[lid].name;
+    if shared.refusals.full_record(peer.src, d.reason, lid, listener, jiff::Timestamp::now()) {
+        let hello = Hello { proto: "tcp", ..Hello::default() };
+        return record_open(shared, policy, lid, peer, &hello, &d).await;
+    }
+    shared.metrics.connections.with_label_values(&[listener, "", d.action.as_str(), d.reason.as_str()]).inc();
 }
 
 pub(crate) async fn record_open(

@@ -11,6 +11,7 @@ pub(crate) mod conn;
 pub mod io;
 pub mod limits;
 pub mod proxy_protocol;
+pub mod refusals;
 pub(crate) mod tcp;
 
 pub use conn::{CloseReason, ConnRecord};
@@ -66,6 +67,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Connection caps and rates.
     pub limits: Arc<limits::Limits>,
+    /// Refusals before a byte is read, counted per source while it floods.
+    pub refusals: refusals::Refusals,
     /// Next connection id: start time in ms times 10^6, so ids do not repeat across restarts.
     next_conn: AtomicU64,
     /// Every allowed connection still open, by id: a reload re-decides them.
@@ -110,6 +113,7 @@ impl Shared {
             handshake_timeout,
             log_http_requests,
             limits: limits::Limits::new(l),
+            refusals: refusals::Refusals::default(),
             draining: CancellationToken::new(),
             stop_now: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -159,7 +159,7 @@ pub struct Rules {
 }
 
 /// Why a connection was let in or refused. The names are the log's `reason` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     Allowlist,
     Window,

@@ -241,6 +241,31 @@ impl TestGateway {
         }
     }
 
+    /// Wait until the log accounts for `n` connections refused for `reason`: each
+    /// either a `conn.open` deny record of its own or counted in a source's
+    /// `conn.refused` summary. Returns (full records, summaries), once the total is `n`
+    /// exactly (more is a failure).
+    pub async fn wait_refusals(&self, n: u64, reason: &str) -> (Vec<Value>, Vec<Value>) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let records = self.records();
+            let full: Vec<Value> = records
+                .iter()
+                .filter(|r| r["event"] == "conn.open" && r["action"] == "deny" && r["reason"] == reason)
+                .cloned()
+                .collect();
+            let summaries: Vec<Value> =
+                records.iter().filter(|r| r["event"] == "conn.refused" && r["reason"] == reason).cloned().collect();
+            let total = full.len() as u64 + summaries.iter().map(|s| s["count"].as_u64().unwrap_or(0)).sum::<u64>();
+            assert!(total <= n, "{total} refusals logged, {n} expected: {full:#?} {summaries:#?}");
+            if total == n {
+                return (full, summaries);
+            }
+            assert!(Instant::now() < deadline, "{total} of {n} refusals ({reason}) logged");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The `conn.open` record of the connection from `src` (IPv4 text form).
     pub async fn conn_open_from(&self, src: &str) -> Value {
         self.wait_record(|r| r["event"] == "conn.open" && r["src_ip"] == src).await
@@ -730,4 +755,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// A plain HTTP GET; the status and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.expect("http");
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let fut = async {
+        let resp = send.send_request(req).await.expect("response");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(DEADLINE, fut).await.expect("answered in time")
 }
