@@ -163,7 +163,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = second.tick() => {
-                        crate::listener::refusals::flush(&shared).await;
+                        crate::listener::refusals::flush(&shared, false).await;
                         ticks += 1;
                         if ticks % 60 == 0 {
                             shared.limits.sweep();
@@ -171,7 +171,7 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
                     }
                 }
             }
-            crate::listener::refusals::flush(&shared).await;
+            crate::listener::refusals::flush(&shared, true).await;
         })
     };
 

@@ -136,8 +136,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, state:
 /// A refusal before a byte was read: written in full, or counted into the flooding
 /// source's `conn.refused` summary (see [`crate::listener::refusals`]).
 async fn refuse(shared: &Shared, names: &OpenNames<'_>, peer: &Peer, hello: &Hello, reason: Reason) {
-    use crate::listener::refusals::ADMIN;
-    if shared.refusals.full_record(peer.src, reason, ADMIN, LISTENER, jiff::Timestamp::now()) {
+    if shared.refusals.full_record(peer.src, reason, LISTENER, jiff::Timestamp::now()) {
         return conn::write_open(shared, names, peer, hello, Action::Deny, reason).await;
     }
     shared.metrics.connections.with_label_values(&[LISTENER, "", Action::Deny.as_str(), reason.as_str()]).inc();

@@ -395,7 +395,9 @@ pub struct FdLimit {
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnRefused {
     pub listener: String,
+    /// The first refused address; `src_net` is what the count covers (IPv6: its /64).
     pub src_ip: IpAddr,
+    pub src_net: String,
     pub action: &'static str,
     pub reason: &'static str,
     pub count: u64,

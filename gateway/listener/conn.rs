@@ -577,7 +577,7 @@ async fn read_proxy_header(stream: &TcpStream) -> Result<Option<super::proxy_pro
 /// counted into the source's `conn.refused` summary (see [`super::refusals`]).
 async fn refuse_early(shared: &Shared, policy: &Policy, lid: ListenerId, peer: &Peer, d: Decision) {
     let listener = &policy.listeners[lid].name;
-    if shared.refusals.full_record(peer.src, d.reason, lid, listener, jiff::Timestamp::now()) {
+    if shared.refusals.full_record(peer.src, d.reason, listener, jiff::Timestamp::now()) {
         let hello = Hello { proto: "tcp", ..Hello::default() };
         return record_open(shared, policy, lid, peer, &hello, &d).await;
     }

@@ -29,21 +29,26 @@ use std::sync::{Arc, Mutex};
 /// addresses (which the per-source rate does not cover anyway).
 const MAX_SOURCES: usize = 65_536;
 
-/// Source, reason and listener (its index in the policy; the admin listener is
-/// [`ADMIN`]).
-type Key = (IpAddr, Reason, usize);
-
-/// The admin listener's place in a [`Key`].
-pub const ADMIN: usize = usize::MAX;
-
 #[derive(Default)]
 pub struct Refusals {
-    sources: Mutex<HashMap<Key, Counted>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// By listener name (so a reload that renames or reorders listeners cannot mix them
+    /// up), then by source key (an IPv6 source counts by its /64, as the rate limit
+    /// does: a host has the whole prefix) and reason.
+    by_listener: HashMap<Arc<str>, HashMap<(IpAddr, Reason), Counted>>,
+    sources: usize,
+    /// Set by the last flush at stop: from then on every refusal is written in full.
+    closed: bool,
 }
 
 /// Refusals of one source since its last full record or summary.
 struct Counted {
-    listener: Arc<str>,
+    /// The address of the first refusal (for IPv6, one address of the /64).
+    src: IpAddr,
     count: u64,
     first: Timestamp,
     last: Timestamp,
@@ -54,6 +59,8 @@ struct Counted {
 pub struct Summary {
     pub listener: Arc<str>,
     pub src: IpAddr,
+    /// `src`'s network the count covers: /32 (IPv4) or /64 (IPv6).
+    pub net: ipnet::IpNet,
     pub reason: Reason,
     pub count: u64,
     pub first: Timestamp,
@@ -63,58 +70,68 @@ pub struct Summary {
 impl Refusals {
     /// A refusal of `src` on `listener` now: true when it must be written in full,
     /// false when it was counted into the source's next summary.
-    pub fn full_record(&self, src: IpAddr, reason: Reason, lid: usize, listener: &str, now: Timestamp) -> bool {
-        let mut map = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(&(src, reason, lid)) {
-            Some(c) => {
-                if c.count == 0 {
-                    c.first = now;
-                }
-                c.count += 1;
-                c.last = now;
-                false
-            }
-            None => {
-                if map.len() < MAX_SOURCES {
-                    let listener = Arc::from(listener);
-                    map.insert((src, reason, lid), Counted { listener, count: 0, first: now, last: now });
-                }
-                true
-            }
+    pub fn full_record(&self, src: IpAddr, reason: Reason, listener: &str, now: Timestamp) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.closed {
+            return true;
         }
+        let key = (super::limits::source_key(src), reason);
+        if let Some(c) = inner.by_listener.get_mut(listener).and_then(|m| m.get_mut(&key)) {
+            if c.count == 0 {
+                c.first = now;
+            }
+            c.count += 1;
+            c.last = now;
+            return false;
+        }
+        if inner.sources < MAX_SOURCES {
+            inner.sources += 1;
+            let counted = Counted { src, count: 0, first: now, last: now };
+            inner.by_listener.entry(Arc::from(listener)).or_default().insert(key, counted);
+        }
+        true
     }
 
     /// Once a second: the summaries of sources that were refused again, and forget the
-    /// sources that were quiet.
-    pub fn drain(&self) -> Vec<Summary> {
-        let mut map = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+    /// sources that were quiet. `last` (at stop): also close, so that a refusal after
+    /// it is written in full rather than counted into a summary never written.
+    pub fn drain(&self, last: bool) -> Vec<Summary> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.closed |= last;
         let mut out = Vec::new();
-        map.retain(|(src, reason, _), c| {
-            if c.count == 0 {
-                return false;
-            }
-            out.push(Summary {
-                listener: c.listener.clone(),
-                src: *src,
-                reason: *reason,
-                count: c.count,
-                first: c.first,
-                last: c.last,
+        for (listener, sources) in inner.by_listener.iter_mut() {
+            sources.retain(|(key, reason), c| {
+                if c.count == 0 {
+                    return false;
+                }
+                let len = if key.is_ipv4() { 32 } else { 64 };
+                out.push(Summary {
+                    listener: listener.clone(),
+                    src: c.src,
+                    net: ipnet::IpNet::new(*key, len).unwrap_or_else(|_| ipnet::IpNet::from(*key)),
+                    reason: *reason,
+                    count: c.count,
+                    first: c.first,
+                    last: c.last,
+                });
+                c.count = 0;
+                true
             });
-            c.count = 0;
-            true
-        });
+        }
+        inner.by_listener.retain(|_, sources| !sources.is_empty());
+        inner.sources = inner.by_listener.values().map(HashMap::len).sum();
         out
     }
 }
 
 /// Write the summaries due: one `conn.refused` record per source refused again since
 /// the last call. Called every second, and once more at stop.
-pub async fn flush(shared: &super::Shared) {
-    for s in shared.refusals.drain() {
+pub async fn flush(shared: &super::Shared, last: bool) {
+    for s in shared.refusals.drain(last) {
         let event = crate::audit::ConnRefused {
             listener: s.listener.to_string(),
             src_ip: s.src,
+            src_net: s.net.to_string(),
             action: crate::policy::Action::Deny.as_str(),
             reason: s.reason.as_str(),
             count: s.count,
@@ -133,24 +150,51 @@ mod tests {
     fn first_in_full_then_counted_then_forgotten_when_quiet() {
         let r = Refusals::default();
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let l: Arc<str> = "https".into();
         let t0 = Timestamp::from_second(1_800_000_000).unwrap();
         let t = |ms: i64| t0.checked_add(jiff::SignedDuration::from_millis(ms)).unwrap();
-        assert!(r.full_record(a, Reason::RateLimited, 0, &l, t(0)));
-        assert!(!r.full_record(a, Reason::RateLimited, 0, &l, t(10)));
-        assert!(!r.full_record(a, Reason::RateLimited, 0, &l, t(20)));
-        assert!(r.full_record(a, Reason::Blocked, 0, &l, t(30)), "another reason is another key");
-        assert!(r.full_record(b, Reason::RateLimited, 0, &l, t(40)));
-        let got = r.drain();
-        assert_eq!(
-            got,
-            [Summary { listener: l.clone(), src: a, reason: Reason::RateLimited, count: 2, first: t(10), last: t(20) }]
-        );
+        assert!(r.full_record(a, Reason::RateLimited, "https", t(0)));
+        assert!(!r.full_record(a, Reason::RateLimited, "https", t(10)));
+        assert!(!r.full_record(a, Reason::RateLimited, "https", t(20)));
+        assert!(r.full_record(a, Reason::Blocked, "https", t(30)), "another reason is another key");
+        assert!(r.full_record(a, Reason::RateLimited, "ssh", t(35)), "another listener too");
+        assert!(r.full_record(b, Reason::RateLimited, "https", t(40)));
+        let got = r.drain(false);
+        let net = "192.0.2.1/32".parse().unwrap();
+        let want = Summary {
+            listener: "https".into(),
+            src: a,
+            net,
+            reason: Reason::RateLimited,
+            count: 2,
+            first: t(10),
+            last: t(20),
+        };
+        assert_eq!(got, [want]);
         // Still flooding: counted from the first refusal on.
-        assert!(!r.full_record(a, Reason::RateLimited, 0, &l, t(1_100)));
-        assert_eq!(r.drain()[0].count, 1);
+        assert!(!r.full_record(a, Reason::RateLimited, "https", t(1_100)));
+        assert_eq!(r.drain(false)[0].count, 1);
         // A quiet second: forgotten, so the next refusal is written in full again.
-        assert!(r.drain().is_empty());
-        assert!(r.full_record(a, Reason::RateLimited, 0, &l, t(3_000)));
+        assert!(r.drain(false).is_empty());
+        assert!(r.full_record(a, Reason::RateLimited, "https", t(3_000)));
+        // After the last flush at stop, everything is written in full.
+        assert!(r.drain(true).is_empty());
+        assert!(r.full_record(a, Reason::RateLimited, "https", t(3_100)));
+        assert!(r.full_record(a, Reason::RateLimited, "https", t(3_200)));
+    }
+
+    #[test]
+    fn an_ipv6_source_counts_by_its_64() {
+        let r = Refusals::default();
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        assert!(r.full_record("2001:db8:1:2::1".parse().unwrap(), Reason::RateLimited, "https", now));
+        for i in 2..50 {
+            let src = format!("2001:db8:1:2:{i:x}::{i:x}").parse().unwrap();
+            assert!(!r.full_record(src, Reason::RateLimited, "https", now), "{src}");
+        }
+        assert!(r.full_record("2001:db8:1:3::1".parse().unwrap(), Reason::RateLimited, "https", now));
+        let got = r.drain(false);
+        assert_eq!((got.len(), got[0].count), (1, 48));
+        assert_eq!(got[0].net.to_string(), "2001:db8:1:2::/64");
+        assert_eq!(got[0].src.to_string(), "2001:db8:1:2::1");
     }
 }
