@@ -188,7 +188,12 @@ pub async fn run(config_path: &Path) -> Result<(), RunError> {
     .await;
     shared.metrics.config_reloads.with_label_values(&["ok"]).inc();
     shared.metrics.config_last_reload_success.set(jiff::Timestamp::now().as_millisecond() as f64 / 1000.0);
-    if let (Some(nofile), Some(effective)) = (nofile, shared.limits.cap_by_descriptors(nofile)) {
+    let capped = shared.limits.cap_by_descriptors(nofile);
+    if let Some(n) = nofile {
+        // As many upstream sockets as client connections: together within the limit.
+        crate::listener::limits::budget_upstream_sockets(crate::listener::limits::connections_for(n));
+    }
+    if let (Some(nofile), Some(effective)) = (nofile, capped) {
         let max_connections = shared.limits.settings().max_connections;
         tracing::warn!(
             "{nofile} open files allow {effective} proxy connections at once, not max_connections = \

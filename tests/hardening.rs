@@ -286,3 +286,46 @@ async fn a_flood_from_one_source_is_counted_not_written_record_by_record() {
     let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!(n as usize, 400 - opens.len() + limited, "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sockets_stay_within_the_descriptor_budget() {
+    // 256 open files: 96 client connections and 96 upstream sockets. Three HTTP/2
+    // clients ask for 300 slow requests at once; without the budget each would open an
+    // upstream socket and the gateway would run out of descriptors.
+    let up = start_upstream().await;
+    let (token, account) = admin();
+    let gw = TestGateway::start_with_open_files(&config(&up, &account, &[]), 256);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let tls = gw.client().connect(gw.addr("https"), ip("127.0.0.2"), "nas.test", true).await.unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        clients.push(send);
+    }
+    let mut requests = Vec::new();
+    for send in &clients {
+        for _ in 0..100 {
+            let mut send = send.clone();
+            requests.push(tokio::spawn(async move {
+                let req = http::Request::get("https://nas.test/slow").body(Full::new(Bytes::new())).unwrap();
+                let resp = tokio::time::timeout(DEADLINE, send.send_request(req)).await.expect("answered in time");
+                resp.map(|r| r.status().as_u16()).unwrap_or(0)
+            }));
+        }
+    }
+    let (code, _) = gw.api("127.0.0.1", "GET", "/api/v1/blocks", &token, None).await;
+    assert_eq!(code, 200, "the admin listener answers while every upstream socket is taken");
+    let mut statuses = std::collections::BTreeMap::new();
+    for r in requests {
+        *statuses.entry(r.await.unwrap()).or_insert(0) += 1;
+    }
+    let opened = up.accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened <= 96, "{opened} upstream sockets opened");
+    assert_eq!(statuses.get(&200).copied().unwrap_or(0), opened, "{statuses:?}");
+    assert_eq!(statuses.get(&502).copied().unwrap_or(0), 300 - opened, "the rest failed at once: {statuses:?}");
+    // The budget comes back: once those finished, requests are served again.
+    assert_eq!(status(&gw, "127.0.0.3").await, Some(200));
+}

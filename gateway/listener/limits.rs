@@ -7,7 +7,9 @@
 //!
 //! File descriptors bound `max_connections` too: at start the soft `RLIMIT_NOFILE` is
 //! raised to the hard one, and if that still leaves too few for `max_connections`, the
-//! proxy listeners admit fewer ([`Limits::cap_by_descriptors`]). A flood then meets a
+//! proxy listeners admit fewer ([`Limits::cap_by_descriptors`]). Sockets towards
+//! upstreams get the same number ([`upstream_socket`]): an HTTP/2 client's streams
+//! can each want an upstream connection, so clients alone do not bound them. A flood then meets a
 //! `rate-limited` refusal instead of `EMFILE`, and the admin listener, the log and the
 //! window store keep the descriptors they need.
 
@@ -18,7 +20,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Limits {
     settings: ArcSwap<LimitSettings>,
@@ -57,6 +60,39 @@ pub fn raise_nofile() -> Option<u64> {
     }
     getrlimit(Resource::Nofile).current
 }
+
+/// Permits for sockets towards upstreams, all services together. Process-wide, set
+/// once at start, because what it shares out is process-wide: the open-files limit.
+/// (Upstream clients are built by config validation, which knows nothing of it.)
+static UPSTREAM_SOCKETS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+
+/// Allow at most `n` upstream sockets open at once (called once, at start).
+pub fn budget_upstream_sockets(n: usize) {
+    let n = n.min(Semaphore::MAX_PERMITS);
+    if UPSTREAM_SOCKETS.set(Arc::new(Semaphore::new(n))).is_ok() {
+        let _ = UPSTREAM_SOCKETS_SET.set(n);
+    }
+}
+
+/// All upstream sockets the descriptors allow are open.
+#[derive(Debug, thiserror::Error)]
+#[error("no file descriptors left for another upstream connection ({0} open): raise LimitNOFILE")]
+pub struct NoUpstreamSocket(pub usize);
+
+/// A permit for one more upstream socket, held while it is open (`None`: no budget,
+/// e.g. in `menshen check`). Never waits: without a descriptor, fail now (502).
+pub fn upstream_socket() -> Result<Option<OwnedSemaphorePermit>, NoUpstreamSocket> {
+    match UPSTREAM_SOCKETS.get() {
+        None => Ok(None),
+        Some(s) => s.clone().try_acquire_owned().map(Some).map_err(|_| {
+            let open = UPSTREAM_SOCKETS_SET.get().copied().unwrap_or(0);
+            NoUpstreamSocket(open)
+        }),
+    }
+}
+
+/// How many permits the budget was set with (for the error message).
+static UPSTREAM_SOCKETS_SET: OnceLock<usize> = OnceLock::new();
 
 /// How many proxy connections `nofile` descriptors carry, after the reserve.
 pub fn connections_for(nofile: u64) -> usize {

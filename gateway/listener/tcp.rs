@@ -93,6 +93,15 @@ pub(super) async fn handle(
     };
     record.hold(slot);
     let target = service.upstream.authority.as_str();
+    // The upstream socket's share of the descriptor budget, held until the relay ends.
+    let _descriptor = match super::limits::upstream_socket() {
+        Ok(permit) => permit,
+        Err(e) => {
+            tracing::warn!(conn = peer.conn, service = %service.name, error = %e, "upstream connect refused");
+            record.set_close_reason(CloseReason::Error);
+            return;
+        }
+    };
     let upstream = match tokio::time::timeout(service.upstream_timeout, TcpStream::connect(target)).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+pub type HttpClient = Client<HttpsConnector<Budgeted>, ProxyBody>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -103,7 +103,7 @@ impl Upstream {
             Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
             None => builder,
         };
-        let connector = builder.enable_http1().wrap_connector(http);
+        let connector = builder.enable_http1().wrap_connector(Budgeted(http));
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -114,5 +114,93 @@ impl Upstream {
             .set_host(false)
             .build(connector);
         Ok(Upstream { scheme, authority, ip, client })
+    }
+}
+
+// === impl Budgeted ===
+
+/// The upstream connector, with the descriptor budget: every socket it opens holds a
+/// permit from [`crate::listener::limits::upstream_socket`] until it is closed, and
+/// none is opened without one (the request then fails at once with a 502).
+#[derive(Clone)]
+pub struct Budgeted(HttpConnector);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for Budgeted {
+    type Response = BudgetedStream;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<BudgetedStream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let permit = crate::listener::limits::upstream_socket();
+        let connect = self.0.call(uri);
+        Box::pin(async move {
+            let permit = permit?;
+            let io = connect.await?;
+            Ok(BudgetedStream { io, _permit: permit })
+        })
+    }
+}
+
+/// An upstream socket and its share of the descriptor budget.
+pub struct BudgetedStream {
+    io: hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl hyper_util::client::legacy::connect::Connection for BudgetedStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.io.connected()
+    }
+}
+
+impl hyper::rt::Read for BudgetedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for BudgetedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 }
