@@ -236,7 +236,14 @@ impl Reloader {
             }
         }
         self.certs.replace(certified);
+        let wanted = cfg.limits.max_connections;
         self.shared.limits.apply(cfg.limits);
+        let effective = self.shared.limits.max_connections();
+        if effective < wanted {
+            changes.push(format!(
+                "limits.max_connections: {wanted}, but the open-files limit allows {effective} (raise LimitNOFILE)"
+            ));
+        }
         if let (Some((dynamic, lockout_state)), Some(allow), Some(lockout)) = (&self.admin, admin_settings, lockout) {
             dynamic.store(Arc::new(AdminDynamic {
                 accounts: cfg.accounts.clone(),
