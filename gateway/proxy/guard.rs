@@ -338,7 +338,13 @@ fn client_hello(msg: &[u8]) -> Res<Option<String>> {
     if !r.at_end()? {
         return Err(Stop::Fail(MALFORMED));
     }
-    let modern = versions.unwrap_or(legacy_version >= 0x0303);
+    // With supported_versions, legacy_version must be 0x0303 (RFC 8446 §4.1.2): an
+    // upstream that ignores the extension negotiates from legacy_version, and would
+    // answer 0x0301 with TLS 1.0.
+    let modern = match versions {
+        Some(offers_modern) => legacy_version == 0x0303 && offers_modern,
+        None => legacy_version >= 0x0303,
+    };
     if modern {
         Ok(sni)
     } else {
@@ -817,8 +823,18 @@ mod tests {
         assert_eq!(check(Guard::Tls, &records(&plain12, 1000, 0x0301)), pass(None));
         let grease13 = hello_msg(0x0303, Some(&[versions_ext(&[0x0a0a, 0x0304]), sni_ext(b"Admin.School.EXAMPLE")]));
         assert_eq!(check(Guard::Tls, &records(&grease13, 1000, 0x0301)), pass(Some("admin.school.example")));
-        let only12 = hello_msg(0x0301, Some(&[versions_ext(&[0x0303])]));
+        let only12 = hello_msg(0x0303, Some(&[versions_ext(&[0x0303])]));
         assert_eq!(check(Guard::Tls, &records(&only12, 1000, 0x0301)), pass(None));
+    }
+
+    #[test]
+    fn supported_versions_with_an_old_legacy_version_fails() {
+        // An upstream without TLS 1.3 ignores supported_versions and would negotiate
+        // TLS 1.0 from legacy_version.
+        for legacy in [0x0300, 0x0301, 0x0302] {
+            let msg = hello_msg(legacy, Some(&[versions_ext(&[0x0303])]));
+            assert_eq!(check(Guard::Tls, &records(&msg, 1000, 0x0301)), Verdict::Fail(TOO_OLD), "{legacy:#06x}");
+        }
     }
 
     #[test]
