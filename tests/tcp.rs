@@ -323,7 +323,14 @@ fn rdp_config(up: SocketAddr) -> String {
 
 #[tokio::test]
 async fn rdp_guard_passes_tls_and_credssp_requests_only() {
-    let up = Recorder::start().await;
+    // X.224 Connection Confirms with an RDP_NEG_RSP selecting TLS, and one selecting
+    // Standard RDP Security (selectedProtocol 0), as an old server might answer.
+    let confirm = |protocol: u8| -> Vec<u8> {
+        vec![
+            0x03, 0x00, 0x00, 0x13, 0x0e, 0xd0, 0x00, 0x00, 0x12, 0x34, 0x00, 0x02, 0x00, 0x08, 0x00, protocol, 0, 0, 0,
+        ]
+    };
+    let up = rdp_server(vec![confirm(1), confirm(0)]).await;
     let gw = TestGateway::start(&rdp_config(up.addr));
     let addr = gw.addr("rdp");
     // X.224 Connection Request with an RDP_NEG_REQ asking for TLS | CredSSP (mstsc).
@@ -333,11 +340,26 @@ async fn rdp_guard_passes_tls_and_credssp_requests_only() {
     ];
     let mut c = tcp_from(ip("127.0.0.2"), addr).await.unwrap();
     c.write_all(tls_req).await.unwrap();
-    assert_eq!(up.received(0, tls_req.len()).await, tls_req);
-    let mut echoed = vec![0u8; tls_req.len()];
+    let mut answer = vec![0u8; 19];
+    tokio::time::timeout(DEADLINE, c.read_exact(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(answer, confirm(1), "the server's confirm reaches the client unchanged");
+    c.write_all(b"then TLS").await.unwrap();
+    let mut echoed = [0u8; 8];
     tokio::time::timeout(DEADLINE, c.read_exact(&mut echoed)).await.unwrap().unwrap();
+    assert_eq!(&echoed, b"then TLS");
+    assert_eq!(up.requests.lock().unwrap()[0], tls_req, "the request reached the server unchanged");
     let r = gw.conn_open_from("127.0.0.2").await;
     assert_eq!((r["action"].as_str(), r["service"].as_str()), (Some("allow"), Some("desk")));
+
+    // A server that answers with Standard RDP Security is cut before its answer
+    // reaches the client.
+    let mut c = tcp_from(ip("127.0.0.5"), addr).await.unwrap();
+    c.write_all(tls_req).await.unwrap();
+    let mut buf = [0u8; 32];
+    assert_eq!(tokio::time::timeout(DEADLINE, c.read(&mut buf)).await.unwrap().unwrap_or(0), 0, "cut");
+    let open = gw.conn_open_from("127.0.0.5").await;
+    let close = gw.conn_close(&open["conn"]).await;
+    assert_eq!((close["close_reason"].as_str(), close["bytes_out"].as_u64()), (Some("error"), Some(0)), "{close}");
 
     // Standard RDP Security (no negotiation request), then garbage: refused.
     let standard: &[u8] = &[0x03, 0x00, 0x00, 0x0b, 0x06, 0xe0, 0x00, 0x00, 0x00, 0x00, 0x00];
@@ -349,7 +371,37 @@ async fn rdp_guard_passes_tls_and_credssp_requests_only() {
         let r = gw.conn_open_from(src).await;
         assert_eq!((r["action"].as_str(), r["reason"].as_str()), (Some("deny"), Some("guard")), "{src}");
     }
-    assert_eq!(up.connections(), 1);
+    assert_eq!(up.requests.lock().unwrap().len(), 2, "refused clients never reached the server");
+}
+
+/// A stand-in RDP server: reads each connection's 19-byte Connection Request, answers
+/// with the next of `confirms`, then echoes.
+struct RdpServer {
+    addr: SocketAddr,
+    requests: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+async fn rdp_server(confirms: Vec<Vec<u8>>) -> RdpServer {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        for answer in confirms {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            let mut req = vec![0u8; 19];
+            if s.read_exact(&mut req).await.is_err() {
+                continue;
+            }
+            seen.lock().unwrap().push(req);
+            let _ = s.write_all(&answer).await;
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    RdpServer { addr, requests }
 }
 
 /// A CA-signed certificate for `names` written to `dir`: (cert, key, CA pem).

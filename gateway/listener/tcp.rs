@@ -34,7 +34,7 @@ pub(super) async fn handle(
     let counts = Arc::new(ByteCounts::default());
     let (read, write) = stream.into_split();
     let mut client_r = Counted::new(read, counts.clone());
-    let client_w = Counted::new(write, counts.clone());
+    let mut client_w = Counted::new(write, counts.clone());
     let mut hello = Hello { proto: "tcp", ..Hello::default() };
     let zone_from = policy.listeners[lid].zone;
     let info = |sni| policy::ConnInfo { listener: lid, src: peer.src, sni };
@@ -119,7 +119,7 @@ pub(super) async fn handle(
     if let Ok(addr) = upstream.peer_addr() {
         let _ = record.upstream.set(addr);
     }
-    let (up_r, mut up_w) = upstream.into_split();
+    let (mut up_r, mut up_w) = upstream.into_split();
     let mut preface = Vec::new();
     if service.send_proxy {
         preface = super::proxy_protocol::encode_v2(super::proxy_protocol::Addresses {
@@ -133,6 +133,27 @@ pub(super) async fn handle(
         return;
     }
     drop((preface, first));
+    // rdp-tls: the server must not pick Standard RDP Security either (an old server may
+    // ignore the client's request for TLS). Its Connection Confirm is checked before a
+    // byte of it reaches the client.
+    if service.guard == Some(Guard::RdpTls) {
+        let mut confirm = Vec::new();
+        let read = tokio::select! {
+            _ = record.must_close() => return,
+            r = tokio::time::timeout(GUARD_TIMEOUT, read_rdp_confirm(&mut up_r, &mut confirm)) => {
+                r.unwrap_or(Err("no Connection Confirm from the server within 5 s"))
+            }
+        };
+        if let Err(why) = read {
+            tracing::warn!(conn = peer.conn, service = %service.name, why, "rdp-tls: the server's answer is refused");
+            record.set_close_reason(CloseReason::Error);
+            return;
+        }
+        if client_w.write_all(&confirm).await.is_err() {
+            record.set_close_reason(CloseReason::Client);
+            return;
+        }
+    }
     // Boxed: the connection task's own future stays small (it is moved on spawn).
     Box::pin(relay(client_r, client_w, up_r, up_w, &record)).await;
 }
@@ -156,6 +177,24 @@ async fn read_guard<R: AsyncRead + Unpin>(
         let n = limited.read_buf(buf).await.map_err(|_| "read failed")?;
         if n == 0 {
             return Err("closed before the guard could decide");
+        }
+    }
+}
+
+/// Read the RDP server's X.224 Connection Confirm into `buf`. Err when it selects
+/// Standard RDP Security, is malformed, or the server closes first.
+async fn read_rdp_confirm<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<(), &'static str> {
+    loop {
+        match guard::rdp_confirm_selects_standard_security(buf) {
+            Some(true) => return Err("the server selected Standard RDP Security"),
+            Some(false) => return Ok(()),
+            None if buf.len() >= guard::MAX_GUARD_BYTES => return Err("not an RDP Connection Confirm"),
+            None => {}
+        }
+        let room = guard::MAX_GUARD_BYTES - buf.len();
+        let n = r.take(room as u64).read_buf(buf).await.map_err(|_| "read failed")?;
+        if n == 0 {
+            return Err("the server closed before its Connection Confirm");
         }
     }
 }
