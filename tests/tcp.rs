@@ -585,6 +585,29 @@ async fn proxy_protocol_from_trusted_peers_only_and_v2_towards_the_upstream() {
     c.write_all(b"PROXY TCP4 10.9.8.7 127.0.0.1 7778 443\r\n").await.unwrap();
     let r = gw.conn_open_from("127.0.0.3").await;
     assert_eq!((r["action"].as_str(), r["reason"].as_str()), (Some("deny"), Some("guard")));
+
+    // A reload that stops trusting the balancer on "lb" cuts the sessions it vouched
+    // for there (the client address alone is still allowed), not those on "web".
+    let path = gw.dir.path().join("menshen.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lb_trust = "proxy_protocol = [\"127.0.0.1/32\"]\n\n[[service]]\nname = \"sshd\"";
+    assert!(text.contains(lb_trust));
+    std::fs::write(
+        &path,
+        text.replace(lb_trust, "proxy_protocol = [\"127.0.0.9/32\"]\n\n[[service]]\nname = \"sshd\""),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    gw.wait_record(|r| r["event"] == "config.reload").await;
+    let first = gw.conn_open_from("10.9.8.7").await;
+    assert_eq!(gw.conn_close(&first["conn"]).await["close_reason"], "reload");
+    let v6 = gw.conn_open_from("2001:db8::7").await;
+    assert_eq!(gw.conn_close(&v6["conn"]).await["close_reason"], "reload");
+    let mut buf = [0u8; 8];
+    assert_eq!(tokio::time::timeout(DEADLINE, c.read(&mut buf)).await.unwrap().unwrap_or(0), 0, "cut");
+    let web = gw.wait_record(|r| r["event"] == "conn.open" && r["src_port"] == 7777).await;
+    assert!(!gw.records().iter().any(|r| r["event"] == "conn.close" && r["conn"] == web["conn"]), "web untouched");
+    drop(send);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use super::Shared;
 use crate::audit::{ConnClose, ConnOpen, Event};
 use crate::policy::{self, Decision, ListenerId, Policy, Reason};
 use crate::proxy;
+use crate::proxy::guard::Guard;
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -93,6 +94,12 @@ pub struct ConnRecord {
     revoked: CancellationToken,
     /// The TLS server name the connection was decided on, to decide it again on reload.
     pub sni: Option<String>,
+    /// The load balancer whose PROXY header named `src`: a reload that stops trusting
+    /// it cuts the connection.
+    via: Option<IpAddr>,
+    /// The service's protocol guard when the connection was decided (tcp services): a
+    /// reload that asks for a stricter one cuts a connection the new guard never read.
+    guard: Option<Guard>,
     /// Its place under the connection caps, given back when the record drops.
     slot: OnceLock<super::limits::Slot>,
     /// The service's idle timeout.
@@ -109,8 +116,9 @@ impl ConnRecord {
         conn: u64,
         listener: String,
         service: String,
-        (src, src_port): (IpAddr, u16),
+        (src, src_port, via): (IpAddr, u16, Option<IpAddr>),
         sni: Option<String>,
+        guard: Option<Guard>,
         counts: Arc<ByteCounts>,
         window: Option<&policy::OpenWindow>,
         idle: Duration,
@@ -131,6 +139,8 @@ impl ConnRecord {
             rides: std::sync::Mutex::new(window.map(|w| w.id.clone()).into_iter().collect()),
             revoked: CancellationToken::new(),
             sni,
+            via,
+            guard,
             slot: OnceLock::new(),
             idle,
             shared: shared.clone(),
@@ -145,9 +155,23 @@ impl ConnRecord {
         let Some(lid) = policy.listener_id(&self.listener) else {
             return false;
         };
+        // Came through a load balancer: it must still be trusted on this listener.
+        if let Some(via) = self.via {
+            if !policy.listeners[lid].proxy_protocol.as_ref().is_some_and(|t| t.set.contains(via)) {
+                return false;
+            }
+        }
         let info = policy::ConnInfo { listener: lid, src: self.src, sni: self.sni.as_deref() };
         let d = policy::decide(policy, &info, now);
-        if !d.allowed() || d.service.map(|s| policy.services[s].name.as_str()) != Some(self.service.as_str()) {
+        let Some(service) = d.service.map(|s| &policy.services[s]) else {
+            return false;
+        };
+        if !d.allowed() || service.name != self.service {
+            return false;
+        }
+        // The same guard, or none needed any more (a tcp service stays a tcp service).
+        let guard_ok = service.guard == self.guard || (self.guard.is_some() && service.guard == Some(Guard::None));
+        if !guard_ok {
             return false;
         }
         if let Some(w) = d.window.and_then(|w| policy.windows.get(w)) {
@@ -398,8 +422,9 @@ pub(crate) fn start_record(
         peer.conn,
         policy.listeners[lid].name.clone(),
         service.name.clone(),
-        (peer.src, peer.src_port),
+        (peer.src, peer.src_port, peer.via),
         hello.sni.clone(),
+        service.guard,
         counts,
         window,
         service.idle_timeout,
@@ -447,6 +472,10 @@ async fn handshake(
     let Some(fresh_lid) = fresh.listener_id(&policy.listeners[*lid].name) else {
         return Err(deny(Reason::NoRoute));
     };
+    // Still an https listener: a reload may have made it a tcp one.
+    if fresh.listeners[fresh_lid].kind != policy::ListenerKind::Https {
+        return Err(deny(Reason::NoRoute));
+    }
     // From here on the connection uses the snapshot it was decided on.
     *policy = fresh;
     *lid = fresh_lid;

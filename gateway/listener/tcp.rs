@@ -11,7 +11,7 @@
 use super::conn::{record_open, start_record, CloseReason, ConnRecord, Hello, Peer};
 use super::io::{ByteCounts, Counted};
 use super::Shared;
-use crate::policy::{self, Decision, ListenerId, Policy, Reason};
+use crate::policy::{self, Decision, ListenerId, ListenerKind, Policy, Reason};
 use crate::proxy::guard::{self, Guard, Verdict};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +66,10 @@ pub(super) async fn handle(
     // Decide on the snapshot of now: the guard may have taken seconds.
     hello.generation = shared.generation();
     let fresh = shared.policy.load_full();
-    let Some(lid) = fresh.listener_id(&policy.listeners[lid].name) else {
+    // A reload may have removed the listener, or made it an https one.
+    let Some(lid) =
+        fresh.listener_id(&policy.listeners[lid].name).filter(|l| fresh.listeners[*l].kind == ListenerKind::Tcp)
+    else {
         let d = Decision::deny(zone_from, Reason::NoRoute);
         return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
     };
@@ -79,7 +82,8 @@ pub(super) async fn handle(
     let service = d.service.map(|s| &policy.services[s]);
     if let Some(svc) = service {
         // A guard other than the one read (an SNI-routed listener is all tls).
-        if d.allowed() && svc.guard.is_some_and(|g| g != guard && g != Guard::None) {
+        // (None: an https service, reached after a reload: its bytes were never checked.)
+        if d.allowed() && !svc.guard.is_some_and(|g| g == guard || g == Guard::None) {
             let d = Decision { action: policy::Action::Deny, reason: Reason::Guard, ..d };
             return record_open(&shared, &policy, lid, &peer, &hello, &d).await;
         }
