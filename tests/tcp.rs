@@ -610,17 +610,21 @@ async fn proxy_protocol_from_trusted_peers_only_and_v2_towards_the_upstream() {
     drop(send);
 }
 
-#[tokio::test]
-async fn relay_counts_bytes_and_passes_half_close() {
-    let up = Recorder::start().await;
-    let config = format!(
+/// A tcp listener "raw" with one service, "echo", without a guard, for 127.0.0.2.
+fn echo_config(up: SocketAddr) -> String {
+    format!(
         "{head}\n{topology}\n[[listener]]\nname = \"raw\"\nbind = \"127.0.0.1:0\"\nzone = \"wan\"\nkind = \"tcp\"\n\n\
          [[service]]\nname = \"echo\"\nlistener = \"raw\"\nupstream = \"tcp://{up}\"\nzone = \"lan\"\nguard = \"none\"\n\
          allow = [\"127.0.0.2/32\"]\n",
         head = config_head(""),
         topology = lan_behind_https("allow"),
-        up = up.addr,
-    );
+    )
+}
+
+#[tokio::test]
+async fn relay_counts_bytes_and_passes_half_close() {
+    let up = Recorder::start().await;
+    let config = echo_config(up.addr);
     let gw = TestGateway::start(&config);
     let c = tcp_from(ip("127.0.0.2"), gw.addr("raw")).await.unwrap();
     let (mut r, mut w) = c.into_split();
@@ -641,4 +645,24 @@ async fn relay_counts_bytes_and_passes_half_close() {
     let close = gw.conn_close(&open["conn"]).await;
     assert_eq!((close["bytes_in"].as_u64(), close["bytes_out"].as_u64()), (Some(1 << 20), Some(1 << 20)));
     assert_eq!(close["close_reason"], "client", "the client finished sending first");
+}
+
+#[tokio::test]
+async fn a_reload_that_asks_for_a_stricter_guard_cuts_what_it_never_read() {
+    let up = Recorder::start().await;
+    let config = echo_config(up.addr);
+    let gw = TestGateway::start(&config);
+    let mut c = tcp_from(ip("127.0.0.2"), gw.addr("raw")).await.unwrap();
+    c.write_all(b"plain bytes").await.unwrap();
+    let mut echo = [0u8; 11];
+    tokio::time::timeout(DEADLINE, c.read_exact(&mut echo)).await.unwrap().unwrap();
+    let open = gw.conn_open_from("127.0.0.2").await;
+
+    let path = gw.dir.path().join("menshen.toml");
+    std::fs::write(&path, config.replace("guard = \"none\"", "guard = \"ssh\"")).unwrap();
+    gw.signal("HUP");
+    gw.wait_record(|r| r["event"] == "config.reload").await;
+    assert_eq!(gw.conn_close(&open["conn"]).await["close_reason"], "reload");
+    let mut buf = [0u8; 8];
+    assert_eq!(tokio::time::timeout(DEADLINE, c.read(&mut buf)).await.unwrap().unwrap_or(0), 0, "cut");
 }
