@@ -49,6 +49,15 @@ async fn status(gw: &TestGateway, src: &str) -> Option<u16> {
     gw.client().get(gw.addr("https"), src, "nas.test").send().await.ok().map(|r| r.status)
 }
 
+/// Poll (bounded) until `src` is served again.
+async fn served_again(gw: &TestGateway, src: &str, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while status(gw, src).await != Some(200) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn blocks_cut_at_once_persist_and_expire() {
     let up = start_upstream().await;
@@ -150,11 +159,7 @@ async fn caps_and_rates_refuse_while_the_admin_listener_answers() {
     assert_eq!(code, 200, "the admin listener answers while the proxy listeners are full");
     // A closed connection gives its slot back.
     drop(held.pop());
-    let deadline = Instant::now() + DEADLINE;
-    while status(&gw, "127.0.0.4").await != Some(200) {
-        assert!(Instant::now() < deadline, "the slot never came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    served_again(&gw, "127.0.0.4", "the slot never came back").await;
 }
 
 #[tokio::test]
@@ -227,11 +232,7 @@ async fn descriptor_exhaustion_meets_the_cap_and_the_admin_listener_answers() {
 
     // Once the flood is gone, service comes back by itself.
     drop(held);
-    let deadline = Instant::now() + DEADLINE;
-    while status(&gw, "127.0.0.2").await != Some(200) {
-        assert!(Instant::now() < deadline, "service never came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    served_again(&gw, "127.0.0.2", "service never came back").await;
 }
 
 #[tokio::test]

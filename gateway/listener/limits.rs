@@ -64,14 +64,13 @@ pub fn raise_nofile() -> Option<u64> {
 /// Permits for sockets towards upstreams, all services together. Process-wide, set
 /// once at start, because what it shares out is process-wide: the open-files limit.
 /// (Upstream clients are built by config validation, which knows nothing of it.)
-static UPSTREAM_SOCKETS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+/// With it, how many permits it was set with (for the error message).
+static UPSTREAM_SOCKETS: OnceLock<(Arc<Semaphore>, usize)> = OnceLock::new();
 
 /// Allow at most `n` upstream sockets open at once (called once, at start).
 pub fn budget_upstream_sockets(n: usize) {
     let n = n.min(Semaphore::MAX_PERMITS);
-    if UPSTREAM_SOCKETS.set(Arc::new(Semaphore::new(n))).is_ok() {
-        let _ = UPSTREAM_SOCKETS_SET.set(n);
-    }
+    let _ = UPSTREAM_SOCKETS.set((Arc::new(Semaphore::new(n)), n));
 }
 
 /// All upstream sockets the descriptors allow are open.
@@ -84,15 +83,9 @@ pub struct NoUpstreamSocket(pub usize);
 pub fn upstream_socket() -> Result<Option<OwnedSemaphorePermit>, NoUpstreamSocket> {
     match UPSTREAM_SOCKETS.get() {
         None => Ok(None),
-        Some(s) => s.clone().try_acquire_owned().map(Some).map_err(|_| {
-            let open = UPSTREAM_SOCKETS_SET.get().copied().unwrap_or(0);
-            NoUpstreamSocket(open)
-        }),
+        Some((s, n)) => s.clone().try_acquire_owned().map(Some).map_err(|_| NoUpstreamSocket(*n)),
     }
 }
-
-/// How many permits the budget was set with (for the error message).
-static UPSTREAM_SOCKETS_SET: OnceLock<usize> = OnceLock::new();
 
 /// How many proxy connections `nofile` descriptors carry, after the reserve.
 pub fn connections_for(nofile: u64) -> usize {
